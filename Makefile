@@ -1,0 +1,41 @@
+# The two commands of the README: `make repro` and `make test`. Both create .venv when it is
+# missing, and re-install into it whenever pyproject.toml or requirements.lock changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+# Stages run `python -m pipeline.<stage>`: put the venv first so DVC finds the right Python.
+export PATH := $(BIN):$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install repro test lint format lock clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version.split()[0] + ": make PYTHON=python3.11 ...")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test]"
+	@touch $@
+
+repro: $(STAMP)
+	dvc repro
+
+test: $(STAMP) lint
+	python -m pytest
+
+lint: $(STAMP)
+	ruff check .
+	ruff format --check .
+
+format: $(STAMP)
+	ruff format .
+	ruff check --fix .
+
+# Re-pin requirements.lock to what is installed now (after changing pyproject.toml ranges).
+lock: $(STAMP)
+	{ echo '# Exact versions that make installs (pip constraints). Regenerate with: make lock'; python -m pip freeze --exclude-editable | grep -v "^twostream-fusion"; } > requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

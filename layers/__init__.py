@@ -1,0 +1,1 @@
+"""Keras layers of the two-stream fusion paper (keras.ops only)."""

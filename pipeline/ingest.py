@@ -1,0 +1,478 @@
+"""Stage ``ingest``: find the videos, probe each one, split them, write the manifest.
+
+Layouts (``data.layout``):
+
+- ``ucf101``: ``<root>/<Class>/<video>.avi`` with UCF101's lists in ``data.lists``
+  (``classInd.txt``, ``trainlist0N.txt``, ``testlist0N.txt``; N = ``data.split``). Listed
+  paths that differ from the disk only in case (UCF101's ``HandStandPushups``) are found.
+- ``hmdb51``: ``<root>/<class>/<video>.avi`` with HMDB51's ``<class>_test_splitN.txt`` lists
+  (1 = train, 2 = test, 0 = unused).
+- ``folder``: ``<root>/<Class>/<video>`` and no lists: test is split off by ``data.seed``.
+
+Train/val (and the ``folder`` layout's test split) are drawn per class over *groups*, so that
+clips of one group (UCF101's ``_gXX_``; otherwise each video alone) never straddle two splits.
+
+Every candidate is decoded in a worker process (``pebble``): a video that cannot be opened, is
+truncated, has no or too few decodable frames, hangs, or crashes its decoder is written to
+``data/rejected.csv`` with the reason, and the stage goes on. It stops, leaving no outputs,
+when the root is empty, a class or split ends up without usable videos, or more than
+``data.max_rejected_fraction`` of the candidates were rejected.
+
+Outputs: ``data/manifest.csv`` (``video_id, path, label, class_name, split, frames, fps, width,
+height``), ``data/classes.txt`` (one name per line, label order), ``data/rejected.csv``.
+
+Run: ``python -m pipeline.ingest`` (reads ``data.*`` from ``params.yaml``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import math
+import os
+import random
+import re
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+from pebble import ProcessExpired, ProcessPool
+from tqdm import tqdm
+
+from pipeline.params import DataParams, ParamsError, load_params
+
+OUT_DIR = Path("data")
+MANIFEST_COLUMNS = (
+    "video_id",
+    "path",
+    "label",
+    "class_name",
+    "split",
+    "frames",
+    "fps",
+    "width",
+    "height",
+)
+REJECTED_COLUMNS = ("path", "class_name", "split", "reason")
+VIDEO_EXTENSIONS = {
+    ".avi",
+    ".mp4",
+    ".mkv",
+    ".mov",
+    ".webm",
+    ".mpg",
+    ".mpeg",
+    ".m4v",
+    ".wmv",
+    ".flv",
+    ".3gp",
+    ".ogv",
+}
+SPLITS = ("train", "val", "test")
+
+
+class IngestError(RuntimeError):
+    """The stage cannot produce a usable manifest; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A video that a split list (or the folder tree) asks for."""
+
+    path: Path
+    class_name: str
+    label: int
+    split: str  # train | test (val is carved from train after probing)
+    group: str  # videos of one group always land in the same split
+    video_id: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    path: Path
+    class_name: str
+    split: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What decoding a video found out."""
+
+    frames: int  # frames that actually decode
+    claimed: int  # frames the container says it has (0 when unknown)
+    fps: float
+    width: int
+    height: int
+
+
+def _safe_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def _ucf_group(class_name: str, stem: str) -> str:
+    m = re.search(r"_g(\d+)_c\d+", stem)
+    return f"{class_name}/g{int(m.group(1))}" if m else f"{class_name}/{stem}"
+
+
+class _Disk:
+    """Files under the root, looked up exactly or, failing that, ignoring case."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lower = {str(p.relative_to(root)).lower(): p for p in root.rglob("*") if p.is_file()}
+
+    def find(self, rel: str) -> Path | None:
+        exact = self.root / rel
+        return exact if exact.is_file() else self._lower.get(rel.lower())
+
+
+def _read_lines(path: Path, hint: str) -> list[list[str]]:
+    if not path.is_file():
+        raise IngestError(f"split list {path} not found; {hint}")
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+def list_ucf101(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejection]]:
+    """Classes, listed videos found on disk, and listed videos missing from it (UCF101)."""
+    root, lists = Path(p.root), Path(p.lists)
+    hint = "set data.lists to the folder holding classInd.txt and the train/test lists"
+    classes = [parts[1] for parts in _read_lines(lists / "classInd.txt", hint)]
+    label_of = {name.lower(): i for i, name in enumerate(classes)}
+    disk = _Disk(root)
+    found, missing = [], []
+    for split, name in (("train", "trainlist"), ("test", "testlist")):
+        list_file = f"{name}{p.split:02d}.txt"
+        for parts in _read_lines(lists / list_file, hint):
+            rel = parts[0].replace("\\", "/")
+            class_dir, stem = rel.split("/")[0], Path(rel).stem
+            if class_dir.lower() not in label_of:
+                missing.append(
+                    Rejection(
+                        root / rel, class_dir, split, f"class {class_dir!r} is not in classInd.txt"
+                    )
+                )
+                continue
+            label = label_of[class_dir.lower()]
+            path = disk.find(rel)
+            if path is None:
+                missing.append(
+                    Rejection(
+                        root / rel,
+                        classes[label],
+                        split,
+                        f"listed in {list_file} but not found on disk",
+                    )
+                )
+                continue
+            found.append(
+                Candidate(
+                    path,
+                    classes[label],
+                    label,
+                    split,
+                    _ucf_group(classes[label], stem),
+                    _safe_id(stem),
+                )
+            )
+    return classes, found, missing
+
+
+def list_hmdb51(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejection]]:
+    """Classes, listed videos found on disk, and listed videos missing from it (HMDB51)."""
+    root, lists = Path(p.root), Path(p.lists)
+    suffix = f"_test_split{p.split}.txt"
+    files = sorted(lists.glob(f"*{suffix}"))
+    if not files:
+        raise IngestError(
+            f"no HMDB51 split lists (*{suffix}) in {lists}; set data.lists to "
+            "the folder of testTrainMulti_7030_splits"
+        )
+    classes = [f.name[: -len(suffix)] for f in files]
+    disk = _Disk(root)
+    found, missing = [], []
+    for label, (name, list_file) in enumerate(zip(classes, files, strict=True)):
+        for parts in _read_lines(list_file, ""):
+            if len(parts) < 2 or parts[1] not in ("1", "2"):
+                continue  # 0 = not used by this split
+            split = "train" if parts[1] == "1" else "test"
+            path = disk.find(f"{name}/{parts[0]}")
+            if path is None:
+                missing.append(
+                    Rejection(
+                        root / name / parts[0],
+                        name,
+                        split,
+                        f"listed in {list_file.name} but not found on disk",
+                    )
+                )
+                continue
+            stem = Path(parts[0]).stem
+            found.append(Candidate(path, name, label, split, f"{name}/{stem}", _safe_id(stem)))
+    return classes, found, missing
+
+
+def _split_groups(items: list[Candidate], fraction: float, rng: random.Random) -> set[str]:
+    """A share ``fraction`` of the items' groups (at least one, never all, when there are two)."""
+    groups = sorted({c.group for c in items})
+    rng.shuffle(groups)
+    n = round(fraction * len(groups))
+    if fraction > 0 and len(groups) >= 2:
+        n = min(max(n, 1), len(groups) - 1)
+    return set(groups[:n])
+
+
+def list_folder(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejection]]:
+    """Classes and videos of a ``<root>/<Class>/<video>`` tree, test drawn by ``data.seed``."""
+    root = Path(p.root)
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    found = []
+    for label, name in enumerate(classes):
+        videos = sorted(
+            f
+            for f in (root / name).rglob("*")
+            if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
+        )
+        items = [
+            Candidate(
+                f, name, label, "train", _ucf_group(name, f.stem), _safe_id(f"{name}__{f.stem}")
+            )
+            for f in videos
+        ]
+        test = _split_groups(items, p.test_fraction, random.Random(f"test/{p.seed}/{name}"))
+        found += [replace(c, split="test") if c.group in test else c for c in items]
+    return classes, found, []
+
+
+LISTERS: dict[str, Callable[[DataParams], tuple[list[str], list[Candidate], list[Rejection]]]]
+LISTERS = {"ucf101": list_ucf101, "hmdb51": list_hmdb51, "folder": list_folder}
+
+
+def probe_video(path: str) -> Probe:
+    """Decode every frame of ``path`` (without colour conversion) and report what it holds.
+
+    Raises:
+        ValueError: when OpenCV cannot open the file as a video.
+    """
+    cv2.setNumThreads(1)
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            raise ValueError("not a readable video (OpenCV/FFmpeg cannot open it)")
+        claimed = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        ok, frame = cap.read()
+        if not ok:
+            return Probe(0, claimed, 0.0, 0, 0)
+        height, width = frame.shape[:2]
+        frames = 1
+        while cap.grab():  # grab() decodes; retrieve() (colour conversion) is not needed
+            frames += 1
+    finally:
+        cap.release()
+    fps = fps if math.isfinite(fps) and fps > 0 else 0.0
+    return Probe(frames, claimed, float(fps), int(width), int(height))
+
+
+def probe_all(
+    paths: Iterable[Path],
+    workers: int,
+    timeout_s: float,
+    probe: Callable[[str], Probe] = probe_video,
+) -> dict[Path, Probe | str]:
+    """Probe videos in worker processes; a failure of any kind becomes a reason string.
+
+    A worker that dies (segfault, abort) or overruns ``timeout_s`` costs only its video:
+    pebble replaces the worker and the other videos go on.
+    """
+    paths = list(paths)
+    results: dict[Path, Probe | str] = {}
+    with ProcessPool(max_workers=max(1, min(workers, len(paths) or 1))) as pool:
+        futures = {pool.schedule(probe, (str(p),), timeout=timeout_s): p for p in paths}
+        done = concurrent.futures.as_completed(futures)
+        for future in tqdm(done, total=len(futures), desc="ingest: probe", unit="video"):
+            path = futures[future]
+            try:
+                results[path] = future.result()
+            except concurrent.futures.TimeoutError:
+                results[path] = f"decoding took longer than data.probe_timeout_s = {timeout_s} s"
+            except ProcessExpired as exc:
+                results[path] = f"the decoder crashed ({exc}; exit code {exc.exitcode})"
+            except Exception as exc:  # the probe's own error, e.g. not a video
+                results[path] = str(exc) or type(exc).__name__
+    return results
+
+
+def judge(probe: Probe | str, min_frames: int) -> str | None:
+    """The reason to reject a probed video, or None when it is usable."""
+    if isinstance(probe, str):
+        return probe
+    if probe.frames == 0:
+        return "no decodable frames"
+    lost = probe.claimed - probe.frames
+    if probe.claimed and lost > max(2, 0.05 * probe.claimed):
+        return (
+            f"truncated: the container claims {probe.claimed} frames but only {probe.frames} decode"
+        )
+    if probe.frames < min_frames:
+        return f"only {probe.frames} decodable frames; data.min_frames is {min_frames}"
+    return None
+
+
+def carve_val(rows: list[dict], fraction: float, seed: int) -> list[dict]:
+    """Move a share of each class's training groups to ``val`` (groups are never split)."""
+    by_class: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["split"] == "train":
+            by_class.setdefault(row["class_name"], []).append(row)
+    val_groups: set[str] = set()
+    for name, items in sorted(by_class.items()):
+        rng = random.Random(f"val/{seed}/{name}")
+        val_groups |= _split_groups([r["_candidate"] for r in items], fraction, rng)
+    for row in rows:
+        if row["split"] == "train" and row["_candidate"].group in val_groups:
+            row["split"] = "val"
+    return rows
+
+
+def _summarise(rejected: list[Rejection], limit: int = 8) -> str:
+    counts = Counter(re.sub(r"\d+", "N", r.reason) for r in rejected)
+    lines = [f"    {n} x {reason}" for reason, n in counts.most_common()]
+    lines += [f"    e.g. {r.path}: {r.reason}" for r in rejected[:limit]]
+    return "\n".join(lines)
+
+
+def ingest(
+    p: DataParams, probe: Callable[[str], Probe] = probe_video
+) -> tuple[list[str], list[dict], list[Rejection]]:
+    """Classes, manifest rows and rejections for ``data.*``; raises :class:`IngestError`."""
+    root = Path(p.root)
+    if not root.is_dir():
+        raise IngestError(
+            f"data.root = {p.root!r} is not a folder; point it at the videos "
+            "(or keep the default to use the synthetic dataset)"
+        )
+    classes, candidates, rejected = LISTERS[p.layout](p)
+    total = len(candidates) + len(rejected)  # every video the lists (or the tree) ask for
+    if not candidates and not rejected:
+        raise IngestError(
+            f"no videos found under data.root = {p.root!r} "
+            f"(layout {p.layout!r}); check data.root, data.lists and data.layout"
+        )
+    seen: dict[str, Path] = {}
+    unique = []
+    for c in candidates:
+        if c.video_id in seen:
+            rejected.append(
+                Rejection(
+                    c.path,
+                    c.class_name,
+                    c.split,
+                    f"duplicate video_id {c.video_id!r} (also {seen[c.video_id]})",
+                )
+            )
+        else:
+            seen[c.video_id] = c.path
+            unique.append(c)
+    workers = p.workers or len(os.sched_getaffinity(0))
+    probes = probe_all([c.path for c in unique], workers, p.probe_timeout_s, probe)
+    rows = []
+    for c in unique:
+        result = probes[c.path]
+        reason = judge(result, p.min_frames)
+        if reason is not None:
+            rejected.append(Rejection(c.path, c.class_name, c.split, reason))
+            continue
+        rows.append(
+            {
+                "video_id": c.video_id,
+                "path": str(c.path),
+                "label": c.label,
+                "class_name": c.class_name,
+                "split": c.split,
+                "frames": result.frames,
+                "fps": round(result.fps, 3),
+                "width": result.width,
+                "height": result.height,
+                "_candidate": c,
+            }
+        )
+    rows = carve_val(rows, p.val_fraction, p.seed)
+
+    if rejected and len(rejected) / total > p.max_rejected_fraction:
+        raise IngestError(
+            f"{len(rejected)} of {total} videos rejected ({len(rejected) / total:.1%}), more than "
+            f"data.max_rejected_fraction = {p.max_rejected_fraction}:\n{_summarise(rejected)}\n"
+            "fix or remove those files, or raise data.max_rejected_fraction"
+        )
+    problems = []
+    for label, name in enumerate(classes):
+        mine = [r for r in rows if r["label"] == label]
+        if not mine:
+            problems.append(f"class {name!r} has no usable videos")
+        elif not any(r["split"] == "train" for r in mine):
+            problems.append(f"class {name!r} has no usable training videos")
+    for split in ("train", "test"):
+        if not any(r["split"] == split for r in rows):
+            problems.append(f"the {split} split has no usable videos")
+    if problems:
+        detail = f"\n  rejected:\n{_summarise(rejected)}" if rejected else ""
+        raise IngestError("; ".join(problems) + f" (data.root = {p.root!r}){detail}")
+    rows.sort(key=lambda r: (r["label"], r["video_id"]))
+    return classes, rows, rejected
+
+
+def _write_atomic(path: Path, write: Callable[[object], None]) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        write(f)
+    return tmp
+
+
+def write_outputs(
+    out_dir: Path, classes: list[str], rows: list[dict], rejected: list[Rejection]
+) -> None:
+    """Write the three outputs to temporary files, then move them into place together."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def manifest(f: object) -> None:
+        w = csv.DictWriter(f, MANIFEST_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+    def rejects(f: object) -> None:
+        w = csv.writer(f)
+        w.writerow(REJECTED_COLUMNS)
+        w.writerows((str(r.path), r.class_name, r.split, r.reason) for r in rejected)
+
+    staged = {
+        out_dir / "manifest.csv": _write_atomic(out_dir / "manifest.csv", manifest),
+        out_dir / "classes.txt": _write_atomic(
+            out_dir / "classes.txt", lambda f: f.write("".join(c + "\n" for c in classes))
+        ),
+        out_dir / "rejected.csv": _write_atomic(out_dir / "rejected.csv", rejects),
+    }
+    for final, tmp in staged.items():
+        os.replace(tmp, final)
+
+
+def main() -> None:
+    try:
+        params = load_params()
+        classes, rows, rejected = ingest(params.data)
+    except (ParamsError, IngestError) as exc:
+        sys.exit(f"ingest: {exc}")
+    write_outputs(OUT_DIR, classes, rows, rejected)
+    counts = Counter(r["split"] for r in rows)
+    print(
+        f"ingest: {len(rows)} videos in {len(classes)} classes "
+        f"({', '.join(f'{s} {counts[s]}' for s in SPLITS)}), {len(rejected)} rejected"
+        + (f" (see {OUT_DIR / 'rejected.csv'})" if rejected else "")
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""Stage ``synthesize``: the embedded "which object moves" dataset.
+
+Each video shows one object of *every* colour (all of the same grey level) at random places on
+a random darker texture; exactly one object moves. The class is (colour of the mover, motion).
+One RGB frame cannot tell which object moves, and optical flow (computed on grey levels) cannot
+tell its colour: only a network that puts appearance and motion together at the same pixel can
+classify these videos. That is the paper's point, shown in minutes on a CPU (DESIGN.md).
+
+Videos are written losslessly (FFV1 in ``.avi``) so that the mover is the only thing that
+changes between frames, in UCF101's layout: ``<out>/<Class>/v_<Class>_gNN_c01.avi`` plus
+``classInd.txt``, ``trainlist01.txt`` and ``testlist01.txt``. Each video is its own group
+(``gNN``); groups ``1 .. n_test`` form the test list, as in UCF101's split 1. A contact sheet,
+``preview.png``, shows one video of each class.
+
+Run: ``python -m pipeline.synthesize`` (reads ``synthetic.*`` from ``params.yaml``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.params import MAX_COLORS, MOTIONS, ParamsError, SyntheticParams, load_params
+
+GREY = 150
+"""Grey level (OpenCV's BGR->GRAY) of every object colour."""
+
+PALETTE_NAMES = ("red", "green", "blue", "yellow", "cyan", "magenta")
+_PURE = {
+    "red": (255, 0, 0),
+    "green": (0, 255, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "cyan": (0, 255, 255),
+    "magenta": (255, 0, 255),
+}
+assert len(PALETTE_NAMES) == MAX_COLORS
+
+SUPERSAMPLE = 4
+"""Objects are drawn at this many times the frame size, then area-averaged down: sub-pixel
+motion stays smooth and edges are anti-aliased identically in every frame."""
+
+FPS = 25.0
+
+
+def _equal_grey_palette(grey: float = GREY) -> dict[str, np.ndarray]:
+    """RGB colours of the named hues, all with luma ``grey`` (BT.601, as cv2.COLOR_BGR2GRAY).
+
+    Each colour is ``Y = grey`` plus a chroma vector (Cb, Cr) in the direction of the pure hue;
+    all share the largest chroma that keeps every colour inside [0, 255]. Rounding to uint8
+    moves the luma by less than one grey level.
+    """
+    ycc_to_rgb = np.array([[0.0, 1.402], [-0.344136, -0.714136], [1.772, 0.0]])  # (Cb, Cr)
+
+    def direction(rgb: tuple[int, int, int]) -> np.ndarray:
+        r, g, b = rgb
+        y = 0.299 * r + 0.587 * g + 0.114 * b
+        v = np.array([(b - y) / 1.772, (r - y) / 1.402])
+        return v / np.linalg.norm(v)
+
+    dirs = {name: direction(rgb) for name, rgb in _PURE.items()}
+    limit = np.inf
+    for d in dirs.values():
+        for c in ycc_to_rgb @ d:  # each RGB channel moves by c per unit of chroma
+            if c > 0:
+                limit = min(limit, (255 - grey) / c)
+            elif c < 0:
+                limit = min(limit, grey / -c)
+    return {
+        name: np.clip(np.round(grey + ycc_to_rgb @ (limit * d)), 0, 255).astype(np.uint8)
+        for name, d in dirs.items()
+    }
+
+
+PALETTE = _equal_grey_palette()
+
+
+def class_names(p: SyntheticParams) -> list[str]:
+    """Class names in label order, colour-major: ``RedUp, RedDown, ..., GreenUp, ...``."""
+    return [
+        f"{c.capitalize()}{m.capitalize()}"
+        for c in PALETTE_NAMES[: p.colors]
+        for m in MOTIONS[: p.motions]
+    ]
+
+
+@dataclass(frozen=True)
+class _Object:
+    color: np.ndarray  # RGB uint8
+    polygon: np.ndarray  # (N, 2) unit outline, already rotated and stretched
+    center: np.ndarray  # (x, y) in output pixels at t = 0
+    radius: float  # output pixels at t = 0
+    motion: str | None  # None: static
+    speed: float  # output pixels per frame (edge speed for grow/shrink)
+
+    def pose(self, t: int) -> tuple[np.ndarray, float]:
+        """Centre and radius at frame ``t``."""
+        c, r, v = self.center.copy(), self.radius, self.speed
+        if self.motion == "up":
+            c[1] -= v * t
+        elif self.motion == "down":
+            c[1] += v * t
+        elif self.motion == "shake":  # triangle wave at speed v: 3 frames right, 6 left, 3 back
+            ph = (t % 12) / 12.0
+            c[0] += 3 * v * (4 * ph if ph < 0.25 else 2 - 4 * ph if ph < 0.75 else 4 * ph - 4)
+        elif self.motion == "grow":
+            r += v * t
+        elif self.motion == "shrink":
+            r -= v * t
+        return c, r
+
+    def box(self, frames: int) -> np.ndarray:
+        """Bounding box (x0, y0, x1, y1) swept over all frames."""
+        boxes = []
+        for t in range(frames if self.motion else 1):
+            c, r = self.pose(t)
+            boxes.append((*(c - r), *(c + r)))
+        b = np.array(boxes)
+        return np.array([*b[:, :2].min(0), *b[:, 2:].max(0)])
+
+
+def _shape(rng: np.random.Generator) -> np.ndarray:
+    """A random unit outline: ellipse, rectangle, triangle or diamond, stretched and rotated."""
+    kind = rng.integers(4)
+    if kind == 0:
+        a = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        pts = np.stack([np.cos(a), np.sin(a)], 1)
+    else:
+        n = (4, 3, 4)[kind - 1]
+        a = np.arange(n) * 2 * np.pi / n + (np.pi / 4 if kind == 1 else np.pi / 2)
+        pts = np.stack([np.cos(a), np.sin(a)], 1)
+    pts = pts * np.array([1.0, rng.uniform(0.7, 1.0)])
+    theta = rng.uniform(0, np.pi)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    return pts @ rot.T
+
+
+def _layout(rng: np.random.Generator, p: SyntheticParams, mover: int, motion: str) -> list[_Object]:
+    """Place one object of each colour, the mover first, so that no two swept boxes touch."""
+    size, frames = p.size, p.frames
+    travel = 0.35 * size  # the mover never travels more than this in a video
+    order = [mover] + [k for k in range(p.colors) if k != mover]
+    for _ in range(100):
+        placed: dict[int, tuple[_Object, np.ndarray]] = {}
+        for k in order:
+            moving = k == mover
+            for _ in range(200):
+                radius = rng.uniform(0.08, 0.12) * size
+                speed = 0.0
+                if moving and motion in ("grow", "shrink"):
+                    speed = min(rng.uniform(0.25, 0.4), 0.12 * size / max(frames - 1, 1))
+                    radius = rng.uniform(0.05, 0.07) * size
+                    if motion == "shrink":
+                        radius += speed * (frames - 1)
+                elif moving:
+                    speed = min(rng.uniform(0.6, 1.0), travel / max(frames - 1, 1))
+                obj = _Object(
+                    color=PALETTE[PALETTE_NAMES[k]],
+                    polygon=_shape(rng),
+                    center=rng.uniform(0, size, 2),
+                    radius=radius,
+                    motion=motion if moving else None,
+                    speed=speed,
+                )
+                box = obj.box(frames) + np.array([-2, -2, 2, 2])  # 2 px of texture between
+                inside = box[0] >= 0 and box[1] >= 0 and box[2] <= size and box[3] <= size
+                if inside and all(
+                    box[2] < b[0] or b[2] < box[0] or box[3] < b[1] or b[3] < box[1]
+                    for _, b in placed.values()
+                ):
+                    placed[k] = (obj, box)
+                    break
+            else:
+                break  # this object found no room: start the whole frame again
+        if len(placed) == p.colors:
+            return [placed[k][0] for k in range(p.colors)]
+    raise RuntimeError(
+        f"could not place {p.colors} objects in a {p.size}x{p.size} frame over {p.frames} frames;"
+        " lower synthetic.colors or synthetic.frames, or raise synthetic.size"
+    )
+
+
+def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth random grey texture in [40, 110], darker than every object (grey 150)."""
+    coarse = rng.uniform(0, 1, (max(size // 8, 2),) * 2).astype(np.float32)
+    smooth = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
+    fine = rng.uniform(-0.08, 0.08, (size, size)).astype(np.float32)
+    grey = np.clip(40 + 70 * (smooth + fine), 40, 110).astype(np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def render_video(p: SyntheticParams, label: int, index: int) -> np.ndarray:
+    """Frames (F, H, W, 3) of video ``index`` of class ``label``, RGB uint8; pure in its inputs."""
+    rng = np.random.default_rng([p.seed, label, index])
+    mover, motion = divmod(label, p.motions)
+    objects = _layout(rng, p, mover, MOTIONS[motion])
+    s = SUPERSAMPLE
+    background = cv2.resize(
+        _texture(rng, p.size), (p.size * s, p.size * s), interpolation=cv2.INTER_NEAREST
+    )
+    frames = np.empty((p.frames, p.size, p.size, 3), np.uint8)
+    for t in range(p.frames):
+        canvas = background.copy()
+        for obj in objects:
+            c, r = obj.pose(t)
+            pts = np.round((c + r * obj.polygon) * s * 16).astype(np.int32)  # 1/16 px at s×
+            cv2.fillPoly(canvas, [pts], tuple(int(v) for v in obj.color), cv2.LINE_8, shift=4)
+        frames[t] = cv2.resize(canvas, (p.size, p.size), interpolation=cv2.INTER_AREA)
+    return frames
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float = FPS) -> None:
+    """Write RGB frames losslessly (FFV1 in .avi)."""
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write FFV1 video {path}; is FFmpeg in this OpenCV?")
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def _preview(samples: list[tuple[str, np.ndarray]], path: Path, zoom: int = 3) -> None:
+    """Contact sheet: per class, first / middle / last frame and where anything ever changed."""
+    rows = []
+    for name, frames in samples:
+        first, mid, last = frames[0], frames[len(frames) // 2], frames[-1]
+        diff = np.clip(np.abs(frames.astype(int) - first.astype(int)).max((0, 3)) * 4, 0, 255)
+        tiles = [first, mid, last, np.repeat(diff.astype(np.uint8)[:, :, None], 3, 2)]
+        row = np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0))) for t in tiles], 1)
+        row = cv2.resize(row, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+        label = np.zeros((row.shape[0], 150, 3), np.uint8)
+        cv2.putText(
+            label,
+            name,
+            (4, row.shape[0] // 2),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
+        rows.append(np.concatenate([label, row], 1))
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
+
+
+def synthesize(p: SyntheticParams, out: Path) -> None:
+    """Write the whole dataset to ``out`` (replaced atomically: a killed run leaves no half)."""
+    names = class_names(p)
+    n_test = round(p.videos_per_class * p.test_fraction)
+    digits = max(2, len(str(p.videos_per_class)))
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    train, test, samples = [], [], []
+    with tqdm(total=len(names) * p.videos_per_class, desc="synthesize", unit="video") as bar:
+        for label, name in enumerate(names):
+            (tmp / name).mkdir()
+            for index in range(p.videos_per_class):
+                rel = f"{name}/v_{name}_g{index + 1:0{digits}d}_c01.avi"
+                frames = render_video(p, label, index)
+                write_video(tmp / rel, frames)
+                if index == 0:
+                    samples.append((name, frames))
+                (test if index < n_test else train).append(f"{rel} {label + 1}")
+                bar.update()
+    (tmp / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
+    (tmp / "trainlist01.txt").write_text("".join(line + "\n" for line in train))
+    (tmp / "testlist01.txt").write_text("".join(line.split()[0] + "\n" for line in test))
+    _preview(samples, tmp / "preview.png")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def main() -> None:
+    try:
+        p = load_params().synthetic
+        synthesize(p, Path(p.out))
+    except (ParamsError, RuntimeError) as exc:
+        sys.exit(f"synthesize: {exc}")
+    print(
+        f"synthesize: wrote {p.out} ({p.colors} colours x {p.motions} motions x "
+        f"{p.videos_per_class} videos; look at {p.out}/preview.png)"
+    )
+
+
+if __name__ == "__main__":
+    main()

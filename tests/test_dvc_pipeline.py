@@ -1,0 +1,79 @@
+"""End to end: `dvc repro` of the real dvc.yaml on tiny params, in a scratch git repo."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from .conftest import ROOT
+
+
+def _run(cwd, *args):
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, f"{' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A copy of the project (code, dvc.yaml, .dvc) with tiny params, committed to git."""
+    dst = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, dst / name)
+    for name in ("pipeline", "layers", ".dvc"):
+        shutil.copytree(
+            ROOT / name,
+            dst / name,
+            ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache", "config.local"),
+        )
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["synthetic"].update(
+        colors=2, motions=2, videos_per_class=4, frames=16, size=48, test_fraction=0.25
+    )
+    params["data"].update(min_frames=8)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(dst, "git", "init", "-q")
+    _run(dst, "git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
+    _run(dst, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    return dst
+
+
+def test_repro_runs_both_stages_then_skips_them(project):
+    out = _run(project, "dvc", "repro")
+    assert "Running stage 'synthesize'" in out and "Running stage 'ingest'" in out
+    with open(project / "data/manifest.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 16 and {r["split"] for r in rows} == {"train", "val", "test"}
+    assert (project / "data/classes.txt").read_text().split() == [
+        "RedUp",
+        "RedDown",
+        "GreenUp",
+        "GreenDown",
+    ]
+    out = _run(project, "dvc", "repro")
+    assert "Stage 'synthesize' didn't change" in out and "Stage 'ingest' didn't change" in out
+    assert "Running stage" not in out
+
+
+def test_exp_run_with_a_new_seed_reruns_both(project):
+    _run(project, "dvc", "repro")
+    before = (project / "data/raw/synthetic/RedUp/v_RedUp_g01_c01.avi").read_bytes()
+    out = _run(project, "dvc", "exp", "run", "-S", "synthetic.seed=1")
+    assert "Running stage 'synthesize'" in out and "Running stage 'ingest'" in out
+    after = (project / "data/raw/synthetic/RedUp/v_RedUp_g01_c01.avi").read_bytes()
+    assert before != after
+
+
+def test_bad_params_stop_the_stage_before_any_work(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["synthetic"]["colors"] = 9
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    out = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "synthetic.colors: got 9; allowed: an integer in [2, 6]" in out.stdout + out.stderr

@@ -1,0 +1,107 @@
+import dataclasses
+
+import pytest
+
+from pipeline.params import ParamsError, load_params, parse_params
+
+from .conftest import ROOT
+
+
+def test_repo_params_are_valid():
+    p = load_params(ROOT / "params.yaml")
+    assert p.synthetic.colors == 4 and p.synthetic.motions == 3
+    assert p.data.layout == "ucf101"
+    assert isinstance(p.data.val_fraction, float)
+
+
+def test_sections_are_frozen(raw_params):
+    p = parse_params(raw_params)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.data.seed = 3
+
+
+def test_int_accepted_where_a_number_is_expected(raw_params):
+    raw_params["data"]["val_fraction"] = 0
+    assert parse_params(raw_params).data.val_fraction == 0.0
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("synthetic", "colors", 7, "synthetic.colors: got 7; allowed: an integer in [2, 6]"),
+        ("synthetic", "colors", "four", "synthetic.colors: got 'four'; allowed: an integer"),
+        ("synthetic", "frames", True, "synthetic.frames: got True; allowed: an integer"),
+        ("synthetic", "size", 64.0, "synthetic.size: got 64.0; allowed: an integer"),
+        ("data", "layout", "kinetics", "data.layout: got 'kinetics'; allowed: one of 'ucf101'"),
+        (
+            "data",
+            "val_fraction",
+            0.7,
+            "data.val_fraction: got 0.7; allowed: a number in [0.0, 0.5]",
+        ),
+        ("data", "min_frames", 0, "data.min_frames: got 0; allowed: an integer >= 1"),
+        ("data", "root", None, "data.root: got None; allowed: a string"),
+        ("data", "root", "", "data.root: got ''; allowed: a string"),
+        ("data", "split", 4, "data.split: got 4; allowed: an integer in [1, 3]"),
+    ],
+)
+def test_bad_value_is_named_with_what_is_allowed(raw_params, section, key, value, expected):
+    raw_params[section][key] = value
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw_params)
+    assert expected in str(err.value)
+
+
+def test_unknown_and_missing_keys_and_sections(raw_params):
+    raw_params["data"]["wokers"] = 2
+    del raw_params["synthetic"]["seed"]
+    raw_params["trian"] = {}
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw_params)
+    msg = str(err.value)
+    assert "data.wokers: unknown key; allowed keys: layout, root" in msg
+    assert "synthetic.seed: missing; allowed: an integer >= 0" in msg
+    assert "trian: unknown section" in msg
+    assert "3 problem(s)" in msg
+
+
+def test_every_problem_is_reported_at_once(raw_params):
+    raw_params["synthetic"]["colors"] = 1
+    raw_params["synthetic"]["frames"] = -3
+    raw_params["data"]["seed"] = "x"
+    raw_params["data"]["max_rejected_fraction"] = 2
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw_params)
+    msg = str(err.value)
+    for key in ("synthetic.colors", "synthetic.frames", "data.seed", "data.max_rejected_fraction"):
+        assert key in msg
+    assert "4 problem(s)" in msg
+
+
+def test_missing_section_and_non_mapping(raw_params):
+    del raw_params["data"]
+    raw_params["synthetic"] = [1, 2]
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw_params)
+    assert "data: missing section" in str(err.value)
+    assert "synthetic: expected a mapping" in str(err.value)
+
+
+def test_cross_field_rule(raw_params):
+    raw_params["synthetic"]["videos_per_class"] = 2
+    raw_params["synthetic"]["test_fraction"] = 0.1
+    with pytest.raises(
+        ParamsError, match="synthetic.test_fraction: 0.1 of 2 videos per class gives 0"
+    ):
+        parse_params(raw_params)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("data: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("- a list\n")
+    with pytest.raises(ParamsError, match="expected a mapping of sections"):
+        load_params(tmp_path / "params.yaml")
