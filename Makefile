@@ -22,7 +22,10 @@ $(STAMP): pyproject.toml requirements.lock
 repro: $(STAMP)
 	dvc repro
 
+# layers/ must run on any Keras backend: its tests run once under JAX here, then again under
+# TensorFlow (the default) with the rest of the suite.
 test: $(STAMP) lint
+	KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider tests/test_layers.py
 	python -m pytest
 
 lint: $(STAMP)
