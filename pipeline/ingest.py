@@ -29,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import math
+import multiprocessing
 import os
 import random
 import re
@@ -290,7 +291,9 @@ def probe_all(
     """
     paths = list(paths)
     results: dict[Path, Probe | str] = {}
-    with ProcessPool(max_workers=max(1, min(workers, len(paths) or 1))) as pool:
+    # spawn, not fork: forking a process that has TensorFlow loaded can deadlock the child
+    context = multiprocessing.get_context("spawn")
+    with ProcessPool(max_workers=max(1, min(workers, len(paths) or 1)), context=context) as pool:
         futures = {pool.schedule(probe, (str(p),), timeout=timeout_s): p for p in paths}
         done = concurrent.futures.as_completed(futures)
         for future in tqdm(done, total=len(futures), desc="ingest: probe", unit="video"):

@@ -88,16 +88,65 @@ class DataParams:
 
 
 @dataclass(frozen=True)
+class TVL1Params:
+    """``flow.tvl1``: OpenCV's DualTVL1OpticalFlow parameters (its defaults in params.yaml)."""
+
+    tau: float = field(metadata=_between(0.0, 1.0))
+    # "lambda" is a Python keyword: the attribute is lambda_, as in OpenCV's Python binding.
+    lambda_: float = field(metadata={**_between(0.0), "key": "lambda"})
+    theta: float = field(metadata=_between(0.0, 1.0))
+    nscales: int = field(metadata=_between(1, 20))
+    warps: int = field(metadata=_between(1, 100))
+    epsilon: float = field(metadata=_between(0.0))
+    inner_iterations: int = field(metadata=_between(1, 10_000))
+    outer_iterations: int = field(metadata=_between(1, 10_000))
+    scale_step: float = field(metadata=_between(0.1, 0.99))
+    gamma: float = field(metadata=_between(0.0))
+    median_filtering: int = field(metadata=_between(1, 15))
+
+    def _check(self) -> list[str]:
+        if self.median_filtering % 2 == 0:
+            return [f"flow.tvl1.median_filtering: got {self.median_filtering}; allowed: an odd "
+                    "integer (1 = off)"]  # fmt: skip
+        return []
+
+
+@dataclass(frozen=True)
+class FlowParams:
+    """``flow``: TV-L1 optical flow for every video, and how the per-video records look."""
+
+    engine: str = field(metadata=_one_of("opencv"))
+    size: int | list[int] | None = field(metadata=_between(16, 4096))
+    bound: float = field(metadata=_between(0.5, 1000.0))
+    jpeg_quality: int = field(metadata=_between(1, 100))
+    workers: int = field(metadata=_between(0, 1024))
+    max_failure_fraction: float = field(metadata=_between(0.0, 1.0))
+    tvl1: TVL1Params
+
+    def _check(self) -> list[str]:
+        if isinstance(self.size, list) and (
+            len(self.size) != 2 or any(not 16 <= v <= 4096 for v in self.size)
+        ):
+            return [f"flow.size: got {self.size}; allowed: null (keep), N (shorter side), "
+                    "or [W, H] with each in [16, 4096]"]  # fmt: skip
+        return []
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole ``params.yaml``: one attribute per section."""
 
     synthetic: SyntheticParams
     data: DataParams
+    flow: FlowParams
 
 
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        item = _type_name(typing.get_args(tp)[0]).split(" ", 1)[-1]
+        return f"a list of {item}s"
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(
         tp, "null" if tp is type(None) else str(tp)
     )
@@ -105,6 +154,12 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     """Return (ok, value) for ``value`` read from YAML against the annotation ``tp``."""
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            return False, value
+        coerced = [_coerce(v, item) for v in value]
+        return all(ok for ok, _ in coerced), [v for _, v in coerced]
     args = typing.get_args(tp)
     if args:  # Optional / Union
         for arg in args:
@@ -140,16 +195,29 @@ def _allowed(f: dataclasses.Field, tp: Any) -> str:
 
 
 def _parse_section(cls: type, name: str, raw: Any, errors: list[str]) -> Any:
+    """Build ``cls`` from the mapping ``raw`` found at ``name`` ("" for the whole file).
+
+    Appends one message per problem to ``errors`` and returns None when there was any.
+    """
     hints = typing.get_type_hints(cls)
+    what = "sections" if not name else "keys"
     if not isinstance(raw, dict):
-        errors.append(f"{name}: expected a mapping of keys, got {raw!r}")
+        errors.append(f"{name or 'params'}: expected a mapping of {what}, got {raw!r}")
         return None
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    for key in sorted(set(raw) - set(known)):
-        errors.append(f"{name}.{key}: unknown key; allowed keys: {', '.join(known)}")
+    known = {f.metadata.get("key", f.name): f for f in dataclasses.fields(cls)}
+    for key in sorted(set(raw) - set(known), key=str):
+        where = f"{name}.{key}" if name else key
+        errors.append(f"{where}: unknown {what[:-1]}; allowed {what}: {', '.join(known)}")
+    before = len(errors)
     values: dict[str, Any] = {}
     for key, f in known.items():
-        tp, where = hints[key], f"{name}.{key}"
+        tp, where = hints[f.name], f"{name}.{key}" if name else key
+        if dataclasses.is_dataclass(tp):  # a section, or a nested one such as flow.tvl1
+            if key not in raw:
+                errors.append(f"{where}: missing section")
+            else:
+                values[f.name] = _parse_section(tp, where, raw[key], errors)
+            continue
         if key not in raw:
             errors.append(f"{where}: missing; allowed: {_allowed(f, tp)}")
             continue
@@ -157,16 +225,16 @@ def _parse_section(cls: type, name: str, raw: Any, errors: list[str]) -> Any:
         meta = f.metadata
         if ok and "choices" in meta:
             ok = value in meta["choices"]
-        if ok and value is not None and not isinstance(value, str | bool):
+        if ok and isinstance(value, int | float) and not isinstance(value, bool):
             lo, hi = meta.get("lo"), meta.get("hi")
             ok = (lo is None or value >= lo) and (hi is None or value <= hi)
         if not ok:
             errors.append(f"{where}: got {raw[key]!r}; allowed: {_allowed(f, tp)}")
-        values[key] = value
-    if len(values) != len(known) or any(e.startswith(f"{name}.") for e in errors):
+        values[f.name] = value
+    if len(errors) > before:
         return None
     section = cls(**values)
-    errors.extend(section._check())
+    errors.extend(section._check() if hasattr(section, "_check") else [])
     return section
 
 
@@ -176,23 +244,12 @@ def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:
     Raises:
         ParamsError: naming every bad, unknown or missing key at once.
     """
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{source}: expected a mapping of sections, got {raw!r}")
     errors: list[str] = []
-    sections = {f.name: f for f in dataclasses.fields(Params)}
-    for key in sorted(set(raw) - set(sections)):
-        errors.append(f"{key}: unknown section; allowed sections: {', '.join(sections)}")
-    hints = typing.get_type_hints(Params)
-    parsed = {}
-    for name in sections:
-        if name not in raw:
-            errors.append(f"{name}: missing section")
-            continue
-        parsed[name] = _parse_section(hints[name], name, raw[name], errors)
+    params = _parse_section(Params, "", raw, errors)
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors)
         raise ParamsError(f"{source} has {len(errors)} problem(s):\n{lines}")
-    return Params(**parsed)
+    return params
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

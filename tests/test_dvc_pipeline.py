@@ -43,9 +43,13 @@ def project(tmp_path_factory):
     return dst
 
 
-def test_repro_runs_both_stages_then_skips_them(project):
+STAGES = ("synthesize", "ingest", "flow")
+
+
+def test_repro_runs_every_stage_then_skips_them(project):
     out = _run(project, "dvc", "repro")
-    assert "Running stage 'synthesize'" in out and "Running stage 'ingest'" in out
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in out
     with open(project / "data/manifest.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 16 and {r["split"] for r in rows} == {"train", "val", "test"}
@@ -55,16 +59,31 @@ def test_repro_runs_both_stages_then_skips_them(project):
         "GreenUp",
         "GreenDown",
     ]
+    assert len(list((project / "data/videos").glob("*.tfrecord"))) == 16
+    assert "flow: 16 videos (0 reused from cache, 16 computed, 0 failed), 240 pairs" in out
     out = _run(project, "dvc", "repro")
-    assert "Stage 'synthesize' didn't change" in out and "Stage 'ingest' didn't change" in out
+    for stage in STAGES:
+        assert f"Stage '{stage}' didn't change" in out
     assert "Running stage" not in out
 
 
-def test_exp_run_with_a_new_seed_reruns_both(project):
+def test_steering_params_rerun_nothing(project):
+    _run(project, "dvc", "repro")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["flow"]["workers"] = 1
+    params["data"]["workers"] = 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _run(project, "dvc", "repro")
+    assert "Running stage" not in out
+
+
+def test_exp_run_with_a_new_seed_reruns_every_stage(project):
     _run(project, "dvc", "repro")
     before = (project / "data/raw/synthetic/RedUp/v_RedUp_g01_c01.avi").read_bytes()
     out = _run(project, "dvc", "exp", "run", "-S", "synthetic.seed=1")
-    assert "Running stage 'synthesize'" in out and "Running stage 'ingest'" in out
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in out
+    assert "16 computed" in out  # new videos: the flow cache has nothing for them
     after = (project / "data/raw/synthetic/RedUp/v_RedUp_g01_c01.avi").read_bytes()
     assert before != after
 

@@ -105,3 +105,47 @@ def test_file_errors(tmp_path):
     (tmp_path / "params.yaml").write_text("- a list\n")
     with pytest.raises(ParamsError, match="expected a mapping of sections"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_flow_section(raw_params):
+    p = parse_params(raw_params).flow
+    assert p.tvl1.lambda_ == 0.15 and p.tvl1.inner_iterations == 30  # YAML key "lambda"
+    raw_params["flow"]["size"] = [320, 240]
+    assert parse_params(raw_params).flow.size == [320, 240]
+    raw_params["flow"]["size"] = None
+    assert parse_params(raw_params).flow.size is None
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("size", [320], "flow.size: got [320]; allowed: null (keep), N (shorter side), or [W, H]"),
+        (
+            "size",
+            [320, "x"],
+            "flow.size: got [320, 'x']; allowed: an integer or a list of integers",
+        ),
+        ("size", 8, "flow.size: got 8; allowed: an integer or a list of integers or null in [16"),
+        ("engine", "cuda", "flow.engine: got 'cuda'; allowed: one of 'opencv'"),
+    ],
+)
+def test_flow_bad_values(raw_params, key, value, expected):
+    raw_params["flow"][key] = value
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw_params)
+    assert expected in str(err.value)
+
+
+def test_nested_tvl1_section_is_checked(raw_params):
+    raw_params["flow"]["tvl1"]["lamda"] = 0.2
+    raw_params["flow"]["tvl1"]["median_filtering"] = 4
+    del raw_params["flow"]["tvl1"]["warps"]
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw_params)
+    msg = str(err.value)
+    assert "flow.tvl1.lamda: unknown key; allowed keys: tau, lambda, theta" in msg
+    assert "flow.tvl1.warps: missing" in msg
+    raw_params["flow"]["tvl1"].pop("lamda")
+    raw_params["flow"]["tvl1"]["warps"] = 5
+    with pytest.raises(ParamsError, match="median_filtering: got 4; allowed: an odd integer"):
+        parse_params(raw_params)

@@ -1,0 +1,254 @@
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from pipeline import flow as fl
+from pipeline import records
+from pipeline.params import parse_params
+from pipeline.synthesize import write_video
+
+from .conftest import ROOT
+
+
+@pytest.fixture
+def fp(raw_params):
+    raw_params["flow"].update(workers=2, size=None)
+    return parse_params(raw_params).flow
+
+
+def _texture(size, seed):
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (size // 4, size // 4)).astype(np.float32)
+    tex = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
+    return cv2.GaussianBlur(tex, (0, 0), 1.0)
+
+
+def _shifted_video(path, dx, dy, frames=3, size=64, seed=0):
+    """A smooth texture moving by (dx, dy) px per frame, written losslessly."""
+    tex = _texture(size + 16, seed)
+    out = []
+    for k in range(frames):
+        m = np.float32([[1, 0, k * dx], [0, 1, k * dy]])
+        moved = cv2.warpAffine(tex, m, tex.shape[::-1], flags=cv2.INTER_CUBIC)[8:-8, 8:-8]
+        out.append(np.repeat(np.clip(moved, 0, 255).astype(np.uint8)[..., None], 3, 2))
+    write_video(path, np.stack(out))
+    return path
+
+
+def _rows(paths):
+    return [{"video_id": p.stem, "path": str(p), "label": i % 3, "frames": _count(p)}
+            for i, p in enumerate(paths)]  # fmt: skip
+
+
+def _count(path):
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.grab():
+        n += 1
+    return n
+
+
+def _record(out_dir, video_id):
+    return records.decode_record(next(records.read_records(str(out_dir / f"{video_id}.tfrecord"))))
+
+
+def _decoded_flow(rec, i):
+    xy = [cv2.imdecode(np.frombuffer(rec[k][i], np.uint8), cv2.IMREAD_GRAYSCALE)
+          for k in ("flow_x", "flow_y")]  # fmt: skip
+    return records.dequantize_flow(np.stack(xy, -1), rec["flow_bound"])
+
+
+def test_quantisation_round_trip():
+    bound = 20.0
+    v = np.array([-50.0, -20.0, -1.0, 0.0, 0.3, 19.99, 20.0, 35.0])
+    q = records.quantize_flow(v, bound)
+    assert q.dtype == np.uint8
+    assert q.tolist() == [0, 0, 122, 128, 130, 255, 255, 255]
+    back = records.dequantize_flow(q, bound)
+    assert back[3] == 0.0
+    assert np.all(np.abs(back[1:-1] - np.clip(v[1:-1], -bound, bound)) <= bound / 127.5 / 2 + 1e-6)
+    assert records.dequantize_flow(np.uint8(0), bound) == pytest.approx(-20.078, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [(None, (320, 240)), (120, (160, 120)), (300, (400, 300)), ([64, 48], (64, 48))],
+)
+def test_size_policy(size, expected):
+    assert fl.target_size(320, 240, size) == expected
+    if isinstance(size, int):  # the shorter side, in portrait too
+        assert fl.target_size(240, 320, size) == expected[::-1]
+
+
+@pytest.mark.parametrize(("dx", "dy"), [(0.6, -0.4), (-1.3, 0.8)])
+def test_known_subpixel_motion_and_sign_convention(tmp_path, fp, dx, dy):
+    video = _shifted_video(tmp_path / "shift.avi", dx, dy)
+    fl.run_flow(fp, _rows([video]), tmp_path / "videos", tmp_path / "failed.csv")
+    rec = _record(tmp_path / "videos", "shift")
+    assert rec["num_frames"] == 3 and len(rec["flow_x"]) == 2
+    for i in range(2):
+        f = _decoded_flow(rec, i)[12:-12, 12:-12]  # away from borders
+        assert abs(f[..., 0].mean() - dx) < 0.15, f[..., 0].mean()  # positive x = rightward
+        assert abs(f[..., 1].mean() - dy) < 0.15, f[..., 1].mean()  # positive y = downward
+
+
+def test_record_contents_are_stamped(tmp_path, raw_params):
+    raw_params["flow"].update(workers=1, size=[48, 32], bound=15.0)
+    p = parse_params(raw_params).flow
+    video = _shifted_video(tmp_path / "v1.avi", 1, 0, frames=4)
+    fl.run_flow(p, _rows([video]), tmp_path / "videos", tmp_path / "failed.csv")
+    rec = _record(tmp_path / "videos", "v1")
+    assert (rec["video_id"], rec["label"], rec["num_frames"]) == ("v1", 0, 4)
+    assert (rec["width"], rec["height"], rec["flow_bound"]) == (48, 32, 15.0)
+    assert rec["flow_engine"] == f"opencv {cv2.__version__}"
+    assert rec["flow_params"]["tvl1"] == dataclasses.asdict(p.tvl1)
+    assert rec["flow_params"]["size"] == [48, 32] and rec["schema_version"] == 1
+    assert len(rec["rgb"]) == 4 and len(rec["flow_x"]) == len(rec["flow_y"]) == 3
+    frame = cv2.imdecode(np.frombuffer(rec["rgb"][0], np.uint8), cv2.IMREAD_COLOR)
+    assert frame.shape == (32, 48, 3)
+
+
+@pytest.fixture
+def videos(tmp_path):
+    paths = [tmp_path / "raw" / f"vid{i}.avi" for i in range(4)]
+    for i, p in enumerate(paths):
+        p.parent.mkdir(exist_ok=True)
+        _shifted_video(p, 0.5 + 0.1 * i, 0.2, frames=4, size=32, seed=i)
+    return paths
+
+
+def test_cache_reuse_content_change_touch_param_change_and_removal(tmp_path, fp, videos):
+    out, failed = tmp_path / "videos", tmp_path / "failed.csv"
+    rows = _rows(videos)
+    first = fl.run_flow(fp, rows, out, failed)
+    assert (first.reused, first.computed, first.failed) == (0, 4, [])
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
+
+    again = fl.run_flow(dataclasses.replace(fp, workers=1, max_failure_fraction=0.5), rows, out,
+                        failed)  # fmt: skip
+    assert (again.reused, again.computed) == (4, 0)
+
+    os.utime(videos[1])  # a bare touch: same content
+    _shifted_video(videos[2], -0.7, 0.0, frames=4, size=32, seed=9)  # new content
+    changed = fl.run_flow(fp, rows, out, failed)
+    assert (changed.reused, changed.computed) == (3, 1)
+    now = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
+    assert [n for n in now if now[n] != stamp[n]] == ["vid2.tfrecord"]
+
+    rebound = fl.run_flow(dataclasses.replace(fp, bound=10.0), rows, out, failed)
+    assert (rebound.reused, rebound.computed) == (0, 4)
+    assert _record(out, "vid0")["flow_bound"] == 10.0
+
+    fewer = fl.run_flow(dataclasses.replace(fp, bound=10.0), rows[:2], out, failed)
+    assert (fewer.reused, fewer.computed) == (2, 0)
+    assert sorted(p.name for p in out.glob("*.tfrecord")) == ["vid0.tfrecord", "vid1.tfrecord"]
+    assert len((out / fl.CACHE_LOG).read_text().splitlines()) == 2
+
+
+def _project(tmp_path, rows, params):
+    """A scratch project dir with params.yaml and data/manifest.csv, for running the stage."""
+    (tmp_path / "data").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cols = ["video_id", "path", "label", "class_name", "split", "frames", "fps", "width", "height"]
+    lines = [",".join(cols)] + [f"{r['video_id']},{r['path']},{r['label']},c,train,{r['frames']},"
+                                "25,32,32" for r in rows]  # fmt: skip
+    (tmp_path / "data/manifest.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+def test_killed_run_resumes_to_identical_records(tmp_path, raw_params, videos):
+    more = videos + [_shifted_video(tmp_path / "raw" / f"vid{i}.avi", 0.3, -0.1 * i, frames=10,
+                                    size=64, seed=i) for i in range(4, 12)]  # fmt: skip
+    rows = _rows(more)
+    raw_params["flow"].update(workers=1, size=None)
+    reference = tmp_path / "reference"
+    fl.run_flow(parse_params(raw_params).flow, rows, reference / "videos", reference / "f.csv")
+
+    project = _project(tmp_path / "killed", rows, raw_params)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.flow"], cwd=project, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    log = project / "data/videos" / fl.CACHE_LOG
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the stage and its workers, mid-way
+    proc.wait()
+    done_before = len(log.read_text().splitlines())
+    assert 2 <= done_before < len(rows)
+
+    resumed = subprocess.run([sys.executable, "-m", "pipeline.flow"], cwd=project, env=env,
+                             capture_output=True, text=True)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"({done_before} reused from cache, {len(rows) - done_before} computed" in resumed.stdout
+    for row in rows:
+        name = f"{row['video_id']}.tfrecord"
+        assert (project / "data/videos" / name).read_bytes() == (
+            reference / "videos" / name
+        ).read_bytes()
+    assert not list((project / "data/videos").glob("*.tmp"))
+
+
+def crashing_task(path, expected_frames, p):
+    """Stands in for a decoder that segfaults on one hostile file."""
+    if path.endswith("vid3.avi"):
+        os.abort()
+    return fl.flow_video(path, expected_frames, p)
+
+
+def test_bad_videos_are_recorded_and_the_rest_finishes(tmp_path, fp, videos):
+    rows = _rows(videos)
+    videos[0].write_text("not a video any more")
+    rows[1]["frames"] = 8  # the manifest knew more frames than the file now has (truncated)
+    out, failed = tmp_path / "videos", tmp_path / "failed.csv"
+    with pytest.raises(fl.FlowError) as err:
+        fl.run_flow(fp, rows, out, failed, task=crashing_task)
+    msg = str(err.value)
+    assert "3 of 4 videos failed (75.0%), more than flow.max_failure_fraction = 0.05" in msg
+    assert "vid0" in msg and "the 1 finished records are kept" in msg
+    table = failed.read_text().splitlines()
+    reasons = {line.split(",")[0]: line for line in table[1:]}
+    assert "cannot be opened as a video" in reasons["vid0"]
+    assert "decoded only 4 of the 8 frames the manifest lists" in reasons["vid1"]
+    assert "the worker died" in reasons["vid3"] and "exit code -6" in reasons["vid3"]
+    assert [p.name for p in out.glob("*.tfrecord")] == ["vid2.tfrecord"]
+    # under the limit the stage succeeds, and keeps the failures on record
+    summary = fl.run_flow(dataclasses.replace(fp, max_failure_fraction=0.8), rows, out, failed,
+                          task=crashing_task)  # fmt: skip
+    assert (summary.reused, summary.computed, len(summary.failed)) == (1, 0, 3)
+    assert len(failed.read_text().splitlines()) == 4
+
+
+def test_progress_lines_summary_and_preview(tmp_path, raw_params, videos, monkeypatch, capsys):
+    rows = _rows(videos)
+    raw_params["flow"].update(workers=1, size=None)
+    project = _project(tmp_path / "p", rows, raw_params)
+    monkeypatch.chdir(project)
+    fl.main([])
+    out = capsys.readouterr().out
+    assert "flow: 4/4 videos, 12 pairs" in out  # not a TTY: plain lines
+    assert "flow: 4 videos (0 reused from cache, 4 computed, 0 failed), 12 pairs in" in out
+    fl.main(["--preview", "vid2"])
+    png = cv2.imread(str(project / "reports/flow_preview/vid2.png"))
+    assert png is not None and png.shape[1] >= 960
+    with pytest.raises(SystemExit, match="no record"):
+        fl.main(["--preview", "nope"])
+
+
+def test_missing_manifest_says_run_ingest(tmp_path, raw_params, monkeypatch):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="run the ingest stage first"):
+        fl.main([])
