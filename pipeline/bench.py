@@ -1,12 +1,18 @@
 """Benchmarks that print measured numbers (not tests).
 
     python -m pipeline.bench flow [--videos 4] [--frames 25]
+    python -m pipeline.bench reader [--seconds 20]
 
 ``flow``: on the same 320×240 videos, frame pairs per second of (1) a bare
 ``DualTVL1OpticalFlow.calc`` loop on one core over frames decoded beforehand, (2) the flow stage
 (``run_flow``: decode, resize, TV-L1, quantise, JPEG, record writing, cache) with one worker and
 (3) with all cores. The last line is ``flow overhead ratio: X.XX  scaling efficiency: Y.YY``:
 (2)/(1), and (3)/(cores × (2)).
+
+``reader``: training clips per second from shards at the paper's sizes (T = 5, tau = 5, L = 10,
+224² multi-scale crops from 340×256 frames) in mode ``both``, with one core and with all cores
+(each in its own process, pinned with ``sched_setaffinity`` before TensorFlow starts). The last
+line is ``reader clips/s per core: X.X`` (all cores' rate / cores).
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline import records
 from pipeline.flow import create_tvl1, run_flow
 from pipeline.params import load_params
 from pipeline.synthesize import write_video
@@ -88,15 +97,126 @@ def bench_flow(videos: int, frames: int) -> None:
         print(f"flow overhead ratio: {overhead:.2f}  scaling efficiency: {scaling:.2f}")
 
 
+def _reader_corpus(root: Path, videos: int = 16, frames: int = 48) -> str:
+    """Records and shards of 340×256 videos: textured frames and smooth flows, JPEG q95."""
+    from pipeline.shard import write_shards
+
+    p = load_params()
+    jpeg = [cv2.IMWRITE_JPEG_QUALITY, p.flow.jpeg_quality]
+    (root / "videos").mkdir(parents=True)
+    rows = []
+    for v in range(videos):
+        scene = _scene(v, frames, 340, 256)
+        rng = np.random.default_rng(v)
+        coarse = rng.normal(0, 2, (frames - 1, 9, 12, 2)).astype(np.float32)
+        rgb = [cv2.imencode(".jpg", f, jpeg)[1].tobytes() for f in scene]
+        fx, fy = [], []
+        for c in coarse:
+            q = records.quantize_flow(
+                cv2.resize(c, (340, 256), interpolation=cv2.INTER_CUBIC), 20.0
+            )
+            fx.append(cv2.imencode(".jpg", q[..., 0], jpeg)[1].tobytes())
+            fy.append(cv2.imencode(".jpg", q[..., 1], jpeg)[1].tobytes())
+        vid = f"bench{v:02d}"
+        records.write_record(
+            str(root / "videos" / f"{vid}.tfrecord"),
+            records.encode_record(
+                video_id=vid,
+                label=v % 4,
+                height=256,
+                width=340,
+                flow_bound=20.0,
+                rgb=rgb,
+                flow_x=fx,
+                flow_y=fy,
+                flow_engine="bench",
+                flow_params={},
+                cache_key=vid,
+            ),
+        )
+        rows.append({"video_id": vid, "label": v % 4, "class_name": f"c{v % 4}", "split": "train"})
+    shard = dataclasses.replace(p.shard, min_shards=4)
+    write_shards(rows, shard, str(root / "videos"), str(root / "shards"))
+    return str(root / "shards")
+
+
+def _reader_rate(shards: str, cores: int, seconds: float) -> float:
+    """Clips/s of the training reader; call before TensorFlow is imported in this process."""
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores]))
+    from pipeline.dataset import clip_dataset
+
+    p = load_params()
+    clip = dataclasses.replace(
+        p.clip,
+        frames=5,
+        stride=5,
+        flow_stack=10,
+        crop=224,
+        scales=[1.0, 0.875, 0.75, 0.66],
+        shuffle_buffer=16,
+    )
+    ds = clip_dataset(
+        "train",
+        dataclasses.replace(p, clip=clip),
+        "both",
+        training=True,
+        batch_size=8,
+        shards_dir=shards,
+    ).repeat()
+    it = iter(ds)
+    for _ in range(3):  # warm-up: graph tracing, file opening, autotuning
+        next(it)
+    clips, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        x, y = next(it)
+        clips += int(y.shape[0])
+    return clips / (time.perf_counter() - start)
+
+
+def bench_reader(seconds: float) -> None:
+    cores = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        shards = _reader_corpus(Path(tmp))
+        print(
+            f"reader benchmark: T=5, tau=5, L=10, 224x224 crops of 340x256 frames, mode both, "
+            f"{cores} cores"
+        )
+        rates = {}
+        for n in sorted({1, cores}):
+            cmd = [
+                sys.executable,
+                "-m",
+                "pipeline.bench",
+                "reader-rate",
+                shards,
+                str(n),
+                str(seconds),
+            ]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rates[n] = float(out.stdout.strip().splitlines()[-1])
+            print(f"reader, {n} core{'s' if n > 1 else ''}: {rates[n]:7.1f} clips/s")
+        print(f"reader clips/s per core: {rates[cores] / cores:.1f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Benchmarks that print measured numbers.")
     sub = parser.add_subparsers(dest="what", required=True)
     flow = sub.add_parser("flow", help="TV-L1 stage against a bare calc() loop")
     flow.add_argument("--videos", type=int, default=4)
     flow.add_argument("--frames", type=int, default=25)
+    reader = sub.add_parser("reader", help="training clips/s from shards, 1 core and all")
+    reader.add_argument("--seconds", type=float, default=20.0)
+    rate = sub.add_parser("reader-rate", help=argparse.SUPPRESS)  # one measurement (internal)
+    rate.add_argument("shards")
+    rate.add_argument("cores", type=int)
+    rate.add_argument("seconds", type=float)
     args = parser.parse_args(argv)
     if args.what == "flow":
         bench_flow(args.videos, args.frames)
+    elif args.what == "reader":
+        bench_reader(args.seconds)
+    else:
+        print(_reader_rate(args.shards, args.cores, args.seconds))
 
 
 if __name__ == "__main__":

@@ -45,16 +45,16 @@ from pebble import ProcessExpired, ProcessPool
 from tqdm import tqdm
 
 from pipeline import records
-from pipeline.params import FlowParams, ParamsError, TVL1Params, load_params
+from pipeline.ingest import MANIFEST, read_manifest
+from pipeline.params import FlowParams, PipelineError, TVL1Params, load_params
 
-MANIFEST = Path("data/manifest.csv")
 OUT_DIR = Path("data/videos")
 FAILED_CSV = Path("data/flow_failed.csv")
 CACHE_LOG = "_cache.jsonl"
 PREVIEW_DIR = Path("reports/flow_preview")
 
 
-class FlowError(RuntimeError):
+class FlowError(PipelineError):
     """The stage cannot finish; the message says why and what to change."""
 
 
@@ -203,16 +203,6 @@ def _content_hash(row: dict, old: dict | None) -> tuple[str, dict]:
 
 
 # ---- the stage ----------------------------------------------------------------------------
-
-
-def read_manifest(path: Path = MANIFEST) -> list[dict]:
-    if not path.exists():
-        raise FlowError(f"{path} not found: run the ingest stage first (dvc repro ingest)")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        row["label"], row["frames"] = int(row["label"]), int(row["frames"])
-    return rows
 
 
 class Progress:
@@ -369,7 +359,8 @@ def run_flow(
 
 def _rewrite_log(out_dir: Path, entries: dict[str, dict]) -> None:
     tmp = out_dir / (CACHE_LOG + ".tmp")
-    tmp.write_text("".join(json.dumps(e) + "\n" for e in entries.values()))
+    ordered = sorted(entries.values(), key=lambda e: e["video_id"])  # same cache, same bytes
+    tmp.write_text("".join(json.dumps(e) + "\n" for e in ordered))
     os.replace(tmp, out_dir / CACHE_LOG)
 
 
@@ -459,7 +450,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         p = load_params().flow
         summary = run_flow(p, read_manifest())
-    except (ParamsError, FlowError) as exc:
+    except PipelineError as exc:
         sys.exit(f"flow: {exc}")
     print(summary.line())
 

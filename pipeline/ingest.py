@@ -43,9 +43,10 @@ import cv2
 from pebble import ProcessExpired, ProcessPool
 from tqdm import tqdm
 
-from pipeline.params import DataParams, ParamsError, load_params
+from pipeline.params import DataParams, PipelineError, load_params
 
 OUT_DIR = Path("data")
+MANIFEST = OUT_DIR / "manifest.csv"
 MANIFEST_COLUMNS = (
     "video_id",
     "path",
@@ -75,7 +76,7 @@ VIDEO_EXTENSIONS = {
 SPLITS = ("train", "val", "test")
 
 
-class IngestError(RuntimeError):
+class IngestError(PipelineError):
     """The stage cannot produce a usable manifest; the message says why and what to change."""
 
 
@@ -462,11 +463,22 @@ def write_outputs(
         os.replace(tmp, final)
 
 
+def read_manifest(path: Path = MANIFEST) -> list[dict]:
+    """The manifest's rows, with ``label`` and ``frames`` as ints."""
+    if not path.exists():
+        raise IngestError(f"{path} not found: run the ingest stage first (dvc repro ingest)")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["label"], row["frames"] = int(row["label"]), int(row["frames"])
+    return rows
+
+
 def main() -> None:
     try:
         params = load_params()
         classes, rows, rejected = ingest(params.data)
-    except (ParamsError, IngestError) as exc:
+    except PipelineError as exc:
         sys.exit(f"ingest: {exc}")
     write_outputs(OUT_DIR, classes, rows, rejected)
     counts = Counter(r["split"] for r in rows)

@@ -31,7 +31,11 @@ MAX_COLORS = 6
 """Most object colours the synthetic dataset can draw at one grey level and still tell apart."""
 
 
-class ParamsError(ValueError):
+class PipelineError(RuntimeError):
+    """A stage cannot go on; the message says why and what to change. Stages exit with it."""
+
+
+class ParamsError(PipelineError, ValueError):
     """``params.yaml`` is invalid; the message lists every problem found."""
 
 
@@ -106,8 +110,10 @@ class TVL1Params:
 
     def _check(self) -> list[str]:
         if self.median_filtering % 2 == 0:
-            return [f"flow.tvl1.median_filtering: got {self.median_filtering}; allowed: an odd "
-                    "integer (1 = off)"]  # fmt: skip
+            return [
+                f"flow.tvl1.median_filtering: got {self.median_filtering}; allowed: an odd "
+                "integer (1 = off)"
+            ]
         return []
 
 
@@ -127,9 +133,55 @@ class FlowParams:
         if isinstance(self.size, list) and (
             len(self.size) != 2 or any(not 16 <= v <= 4096 for v in self.size)
         ):
-            return [f"flow.size: got {self.size}; allowed: null (keep), N (shorter side), "
-                    "or [W, H] with each in [16, 4096]"]  # fmt: skip
+            return [
+                f"flow.size: got {self.size}; allowed: null (keep), N (shorter side), "
+                "or [W, H] with each in [16, 4096]"
+            ]
         return []
+
+
+@dataclass(frozen=True)
+class ShardParams:
+    """``shard``: how the per-video records are packed into shards."""
+
+    target_mb: float = field(metadata=_between(1.0, 100_000.0))
+    min_shards: int = field(metadata=_between(1, 100_000))
+    seed: int = field(metadata=_between(0))
+
+
+@dataclass(frozen=True)
+class ClipParams:
+    """``clip``: what one training or evaluation example is (DESIGN.md, Clips)."""
+
+    frames: int = field(metadata=_between(1, 1000))  # T
+    stride: int = field(metadata=_between(1, 1000))  # tau
+    flow_stack: int = field(metadata=_between(2, 100))  # L
+    crop: int = field(metadata=_between(16, 4096))
+    scales: list[float] = field(metadata=_between(0.1, 1.0))
+    shuffle_buffer: int = field(metadata=_between(1, 1_000_000))
+
+    def _check(self) -> list[str]:
+        problems = []
+        if self.flow_stack % 2:
+            problems.append(
+                f"clip.flow_stack: got {self.flow_stack}; allowed: an even integer "
+                "(the stack is centred: offsets -L/2 .. L/2-1)"
+            )
+        if not self.scales or any(not 0.1 <= s <= 1.0 for s in self.scales):
+            problems.append(
+                f"clip.scales: got {self.scales}; allowed: a non-empty list of "
+                "numbers in [0.1, 1.0] (crop side / shorter frame side)"
+            )
+        return problems
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    """``eval``: the video-level test protocol."""
+
+    clips: int = field(metadata=_between(1, 1000))
+    flip: bool
+    batch_size: int = field(metadata=_between(1, 100_000))
 
 
 @dataclass(frozen=True)
@@ -139,6 +191,9 @@ class Params:
     synthetic: SyntheticParams
     data: DataParams
     flow: FlowParams
+    shard: ShardParams
+    clip: ClipParams
+    eval: EvalParams
 
 
 def _type_name(tp: Any) -> str:

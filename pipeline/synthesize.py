@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.params import MAX_COLORS, MOTIONS, ParamsError, SyntheticParams, load_params
+from pipeline.params import MAX_COLORS, MOTIONS, PipelineError, SyntheticParams, load_params
 
 GREY = 150
 """Grey level (OpenCV's BGR->GRAY) of every object colour."""
@@ -180,7 +180,7 @@ def _layout(rng: np.random.Generator, p: SyntheticParams, mover: int, motion: st
                 break  # this object found no room: start the whole frame again
         if len(placed) == p.colors:
             return [placed[k][0] for k in range(p.colors)]
-    raise RuntimeError(
+    raise PipelineError(
         f"could not place {p.colors} objects in a {p.size}x{p.size} frame over {p.frames} frames;"
         " lower synthetic.colors or synthetic.frames, or raise synthetic.size"
     )
@@ -282,7 +282,7 @@ def main() -> None:
     try:
         p = load_params().synthetic
         synthesize(p, Path(p.out))
-    except (ParamsError, RuntimeError) as exc:
+    except PipelineError as exc:
         sys.exit(f"synthesize: {exc}")
     print(
         f"synthesize: wrote {p.out} ({p.colors} colours x {p.motions} motions x "

@@ -43,7 +43,7 @@ def project(tmp_path_factory):
     return dst
 
 
-STAGES = ("synthesize", "ingest", "flow")
+STAGES = ("synthesize", "ingest", "flow", "shard")
 
 
 def test_repro_runs_every_stage_then_skips_them(project):
@@ -61,10 +61,25 @@ def test_repro_runs_every_stage_then_skips_them(project):
     ]
     assert len(list((project / "data/videos").glob("*.tfrecord"))) == 16
     assert "flow: 16 videos (0 reused from cache, 16 computed, 0 failed), 240 pairs" in out
+    assert "shard: train 8 videos in 2 shards, val 4 videos in 2 shards, test 4 videos in 2" in out
     out = _run(project, "dvc", "repro")
     for stage in STAGES:
         assert f"Stage '{stage}' didn't change" in out
     assert "Running stage" not in out
+
+
+def test_flow_rerun_by_dvc_reuses_its_persisted_cache(project):
+    _run(project, "dvc", "repro")
+    code = project / "pipeline/flow.py"
+    original = code.read_text()
+    code.write_text(original + "# an edit that makes DVC re-run the stage\n")
+    try:
+        out = _run(project, "dvc", "repro")
+    finally:
+        code.write_text(original)
+    assert "Running stage 'flow'" in out
+    assert "flow: 16 videos (16 reused from cache, 0 computed, 0 failed)" in out
+    _run(project, "dvc", "repro")  # back to the committed code
 
 
 def test_steering_params_rerun_nothing(project):

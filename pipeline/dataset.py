@@ -1,0 +1,251 @@
+"""The clip reader: ``tf.data`` pipelines over the shards (DESIGN.md, Clips).
+
+:func:`clip_dataset` is the one entry point. An example is ``T = clip.frames`` snippets
+``tau = clip.stride`` frames apart; snippet ``t`` centred on frame ``i`` is RGB frame ``i`` and
+the ``L = clip.flow_stack`` flows ``i - L/2 .. i + L/2 - 1`` (flow ``j`` goes from frame ``j`` to
+``j + 1``), stacked as channels ``x1, y1, ..., xL, yL``. Shapes: rgb ``(B, T, H, W, 3)``, flow
+``(B, T, H, W, 2L)``, both uint8 as stored (flow 128 = zero); labels int32. Mode ``both`` yields
+``{"rgb": ..., "flow": ...}``. The model normalises; the reader stays cheap.
+
+- **Training** (``training=True``): a random start per video and epoch; one multi-scale corner
+  crop (sides drawn from ``clip.scales`` × the shorter frame side, neighbouring scales for
+  height and width, at a corner or the centre) resized to ``clip.crop``, and a random
+  horizontal flip, identical for every frame of both modalities; yields ``(inputs, label)``.
+- **Evaluation**: ``eval.clips`` clips uniformly spaced over each video, centre crop,
+  deterministic; yields ``(inputs, label, video_id)``.
+- **Short videos** (policy: *clamp*): where a clip would reach past either end of a video,
+  frame and flow indices are clamped to the first or last frame (flow), so every video of at
+  least two frames gives clips of the full shape; nothing raises mid-epoch.
+- A horizontal flip mirrors both modalities and maps flow x to ``256 - u`` (clipped to 255),
+  so zero (128) stays zero: :func:`flip_clip`, also for the evaluation's mirrored clips.
+
+Speed: shards are read with a parallel interleave, records parsed in parallel without touching
+the JPEGs, and only the JPEGs a clip needs are decoded, cropped while decoding
+(``decode_and_crop_jpeg``); batches are prefetched. File-level auto-sharding makes each
+``tf.distribute`` worker read its own shards.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from pipeline.params import Params
+from pipeline.shard import SHARDS_DIR, shard_files
+
+MODES = ("rgb", "flow", "both")
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """A record's context and its JPEG strings (no JPEG is decoded here)."""
+    context, lists = tf.io.parse_single_sequence_example(
+        serialized,
+        context_features={
+            "video_id": tf.io.FixedLenFeature([], tf.string),
+            "label": tf.io.FixedLenFeature([], tf.int64),
+            "num_frames": tf.io.FixedLenFeature([], tf.int64),
+            "height": tf.io.FixedLenFeature([], tf.int64),
+            "width": tf.io.FixedLenFeature([], tf.int64),
+        },
+        sequence_features={
+            name: tf.io.FixedLenSequenceFeature([], tf.string)
+            for name in ("rgb", "flow_x", "flow_y")
+        },
+    )
+    return {**context, **lists}
+
+
+def clip_indices(
+    num_frames: tf.Tensor, start: tf.Tensor, frames: int, stride: int, flow_stack: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """RGB indices ``(T,)`` and flow indices ``(T, L)`` for a clip whose first centre is
+    ``start``; clamped into the video (the short-video policy)."""
+    n = tf.cast(num_frames, tf.int32)
+    centres = start + stride * tf.range(frames, dtype=tf.int32)
+    rgb = tf.clip_by_value(centres, 0, n - 1)
+    offsets = tf.range(-(flow_stack // 2), flow_stack - flow_stack // 2, dtype=tf.int32)
+    flow = tf.clip_by_value(rgb[:, None] + offsets[None, :], 0, tf.maximum(n - 2, 0))
+    return rgb, flow
+
+
+def start_range(num_frames: tf.Tensor, frames: int, stride: int, flow_stack: int) -> tuple:
+    """(lo, hi): first centres whose whole clip, flow stacks included, lies in the video.
+
+    When the video is too short for that, ``hi < lo`` and the clip starts at ``lo`` (clamped).
+    """
+    n = tf.cast(num_frames, tf.int32)
+    lo = tf.minimum(flow_stack // 2, n - 1)
+    # the last flow of the last snippet, centre + (L - L//2 - 1), must be at most n - 2
+    hi = n - 1 - (flow_stack - flow_stack // 2) - (frames - 1) * stride
+    return lo, tf.maximum(hi, lo)
+
+
+def _decode(jpegs: tf.Tensor, window: tf.Tensor, channels: int) -> tf.Tensor:
+    """Decode a 1-D batch of JPEGs, each cropped to ``window`` (y, x, h, w) while decoding."""
+    return tf.map_fn(
+        lambda s: tf.io.decode_and_crop_jpeg(s, window, channels=channels),
+        jpegs,
+        fn_output_signature=tf.TensorSpec([None, None, channels], tf.uint8),
+        parallel_iterations=16,
+    )
+
+
+def _resize(images: tf.Tensor, size: int) -> tf.Tensor:
+    """uint8 (..., h, w, c) -> uint8 (..., size, size, c), bilinear; a no-op when it fits."""
+    shape = tf.shape(images)
+
+    def resize() -> tf.Tensor:
+        out = tf.image.resize(images, [size, size], method="bilinear")
+        return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+    same = tf.logical_and(tf.equal(shape[-3], size), tf.equal(shape[-2], size))
+    return tf.cond(same, lambda: images, resize)
+
+
+def _clip(
+    rec: dict, rgb_idx: tf.Tensor, flow_idx: tf.Tensor, window: tf.Tensor, crop: int, mode: str
+) -> dict[str, tf.Tensor]:
+    """Decode, crop and resize the frames and flows of one clip."""
+    out = {}
+    if mode in ("rgb", "both"):
+        frames = _decode(tf.gather(rec["rgb"], rgb_idx), window, 3)  # (T, h, w, 3)
+        out["rgb"] = tf.ensure_shape(_resize(frames, crop), [rgb_idx.shape[0], crop, crop, 3])
+    if mode in ("flow", "both"):
+        t, l = flow_idx.shape  # noqa: E741
+        flat = tf.reshape(flow_idx, [-1])
+        fx = _decode(tf.gather(rec["flow_x"], flat), window, 1)  # (T·L, h, w, 1)
+        fy = _decode(tf.gather(rec["flow_y"], flat), window, 1)
+        xy = tf.concat([fx, fy], axis=-1)  # (T·L, h, w, 2): x_k, y_k side by side
+        xy = _resize(xy, crop)
+        xy = tf.reshape(xy, [t, l, crop, crop, 2])
+        stacked = tf.reshape(tf.transpose(xy, [0, 2, 3, 1, 4]), [t, crop, crop, 2 * l])
+        out["flow"] = stacked  # channels x1, y1, x2, y2, ..., xL, yL
+    return out
+
+
+def flip_clip(clip: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Mirror a clip (any leading dims): width reversed, flow x -> min(256 - u, 255)."""
+    out = {}
+    if "rgb" in clip:
+        out["rgb"] = tf.reverse(clip["rgb"], axis=[-2])
+    if "flow" in clip:
+        flow = tf.reverse(clip["flow"], axis=[-2])
+        channels = flow.shape[-1]
+        is_x = tf.range(channels) % 2 == 0  # x1, y1, x2, y2, ...
+        mirrored = tf.cast(tf.minimum(256 - tf.cast(flow, tf.int32), 255), tf.uint8)
+        out["flow"] = tf.where(is_x, mirrored, flow)
+    return out
+
+
+def _train_window(height: tf.Tensor, width: tf.Tensor, scales: list[float]) -> tf.Tensor:
+    """A multi-scale corner crop (y, x, h, w): neighbouring scales for h and w, at one of the
+    four corners or the centre."""
+    h, w = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+    base = tf.cast(tf.minimum(h, w), tf.float32)
+    sizes = tf.maximum(tf.cast(base * tf.constant(scales, tf.float32), tf.int32), 1)
+    i = tf.random.uniform([], 0, len(scales), tf.int32)
+    j = tf.clip_by_value(i + tf.random.uniform([], -1, 2, tf.int32), 0, len(scales) - 1)
+    ch, cw = tf.minimum(sizes[i], h), tf.minimum(sizes[j], w)
+    corner = tf.random.uniform([], 0, 5, tf.int32)  # TL, TR, BL, BR, centre
+    ys = tf.stack([0, 0, h - ch, h - ch, (h - ch) // 2])
+    xs = tf.stack([0, w - cw, 0, w - cw, (w - cw) // 2])
+    return tf.stack([ys[corner], xs[corner], ch, cw])
+
+
+def _centre_window(height: tf.Tensor, width: tf.Tensor, crop: int) -> tf.Tensor:
+    """The centre ``crop × crop`` window (the whole side where the frame is smaller)."""
+    h, w = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+    ch, cw = tf.minimum(crop, h), tf.minimum(crop, w)
+    return tf.stack([(h - ch) // 2, (w - cw) // 2, ch, cw])
+
+
+def _inputs(clip: dict[str, tf.Tensor], mode: str) -> dict[str, tf.Tensor] | tf.Tensor:
+    return clip if mode == "both" else clip[mode]
+
+
+def clip_dataset(
+    split: str,
+    params: Params,
+    mode: str,
+    *,
+    training: bool,
+    batch_size: int,
+    shards_dir: str = SHARDS_DIR,
+) -> tf.data.Dataset:
+    """Batched clips of ``split`` read from the shards (see the module docstring).
+
+    Args:
+        split: ``train``, ``val`` or ``test``.
+        params: the validated params (``clip.*``, and ``eval.clips`` when not training).
+        mode: ``rgb``, ``flow`` or ``both``.
+        training: random clips with augmentation, shuffled, ``(inputs, label)``; otherwise the
+            deterministic evaluation clips, ``(inputs, label, video_id)``.
+        batch_size: the global batch size (training drops the last partial batch).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    c = params.clip
+    files = shard_files(split, shards_dir)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 8),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=not training,
+    )
+    if training:
+        ds = ds.shuffle(c.shuffle_buffer, reshuffle_each_iteration=True)
+    ds = ds.map(_parse, num_parallel_calls=AUTOTUNE, deterministic=not training)
+
+    if training:
+
+        def train_clip(rec: dict) -> tuple:
+            lo, hi = start_range(rec["num_frames"], c.frames, c.stride, c.flow_stack)
+            start = tf.random.uniform([], lo, hi + 1, tf.int32)
+            rgb_idx, flow_idx = clip_indices(
+                rec["num_frames"], start, c.frames, c.stride, c.flow_stack
+            )
+            window = _train_window(rec["height"], rec["width"], c.scales)
+            clip = _clip(rec, rgb_idx, flow_idx, window, c.crop, mode)
+            clip = tf.cond(tf.random.uniform([]) < 0.5, lambda: flip_clip(clip), lambda: clip)
+            return _inputs(clip, mode), tf.cast(rec["label"], tf.int32)
+
+        ds = ds.map(train_clip, num_parallel_calls=AUTOTUNE, deterministic=False)
+        ds = ds.batch(batch_size, drop_remainder=True)
+    else:
+        clips = params.eval.clips
+
+        def eval_clips(rec: dict) -> tf.data.Dataset:
+            lo, hi = start_range(rec["num_frames"], c.frames, c.stride, c.flow_stack)
+            starts = tf.cast(
+                tf.round(tf.linspace(tf.cast(lo, tf.float32), tf.cast(hi, tf.float32), clips)),
+                tf.int32,
+            )
+            if clips == 1:
+                starts = tf.reshape((lo + hi) // 2, [1])
+            window = _centre_window(rec["height"], rec["width"], c.crop)
+
+            def one(start: tf.Tensor) -> tuple:
+                rgb_idx, flow_idx = clip_indices(
+                    rec["num_frames"], start, c.frames, c.stride, c.flow_stack
+                )
+                clip = _clip(rec, rgb_idx, flow_idx, window, c.crop, mode)
+                return _inputs(clip, mode), tf.cast(rec["label"], tf.int32), rec["video_id"]
+
+            return tf.data.Dataset.from_tensor_slices(starts).map(one)
+
+        # four videos decoded in parallel; a video's clips stay together, in a fixed order
+        ds = ds.interleave(
+            eval_clips,
+            cycle_length=4,
+            block_length=clips,
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+        ds = ds.batch(batch_size)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
+    options.deterministic = not training
+    return ds.with_options(options).prefetch(AUTOTUNE)

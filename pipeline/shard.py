@@ -1,0 +1,169 @@
+"""Stage ``shard``: pack the per-video records into TFRecord shards, one set per split.
+
+Reads the split of each video from the manifest, shuffles each split's videos with
+``shard.seed``, and deals them round-robin into ``data/shards/<split>-NNNNN-of-MMMMM.tfrecord``
+of about ``shard.target_mb`` each (at least ``shard.min_shards`` per non-empty split, so that
+several readers or tf.distribute workers can split a split by file). Records are copied as the
+serialised bytes the flow stage wrote: nothing is decoded or re-encoded. The same inputs and
+seed give byte-identical shards. ``data/shards/index.json`` holds the schema version, the flow
+parameters the records were made with, and per-shard, per-split and per-class counts.
+
+All shard I/O goes through ``tf.io.gfile``, so ``gs://`` paths work as well.
+
+Run: ``python -m pipeline.shard`` (reads ``shard.*``; the manifest; ``data/videos``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from collections import Counter
+
+from pipeline import records
+from pipeline.ingest import read_manifest
+from pipeline.params import PipelineError, ShardParams, load_params
+
+VIDEOS_DIR = "data/videos"
+SHARDS_DIR = "data/shards"
+INDEX = "index.json"
+SPLITS = ("train", "val", "test")
+
+
+class ShardError(PipelineError):
+    """The shards cannot be made; the message says why and what to change."""
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def plan_shards(
+    rows: list[dict], sizes: dict[str, int], p: ShardParams
+) -> dict[str, list[list[dict]]]:
+    """split -> shards -> rows, in the order they are written; raises :class:`ShardError`."""
+    plan = {}
+    for split in SPLITS:
+        mine = sorted((r for r in rows if r["split"] == split), key=lambda r: r["video_id"])
+        if not mine:
+            plan[split] = []
+            continue
+        random.Random(f"{p.seed}/{split}").shuffle(mine)
+        total_mb = sum(sizes[r["video_id"]] for r in mine) / 2**20
+        count = max(p.min_shards, math.ceil(total_mb / p.target_mb))
+        if len(mine) < count:
+            if len(mine) < p.min_shards:
+                raise ShardError(
+                    f"the {split} split has {len(mine)} videos, fewer than shard.min_shards = "
+                    f"{p.min_shards}; lower shard.min_shards or add videos"
+                )
+            count = len(mine)
+        plan[split] = [mine[i::count] for i in range(count)]
+    return plan
+
+
+def write_shards(
+    rows: list[dict], p: ShardParams, videos_dir: str = VIDEOS_DIR, out_dir: str = SHARDS_DIR
+) -> dict:
+    """Write the shards and index.json of ``rows``; return the index."""
+    import tensorflow as tf
+
+    gfile = tf.io.gfile
+    available, missing = [], []
+    sizes = {}
+    for row in rows:
+        path = f"{videos_dir}/{row['video_id']}.tfrecord"
+        if gfile.exists(path):
+            sizes[row["video_id"]] = gfile.stat(path).length
+            available.append(row)
+        else:
+            missing.append(row["video_id"])  # failed in the flow stage (data/flow_failed.csv)
+    if not available:
+        raise ShardError(f"no per-video records in {videos_dir}: run the flow stage first")
+    plan = plan_shards(available, sizes, p)
+
+    if gfile.exists(out_dir):  # a fresh set: never mix shards of two runs
+        gfile.rmtree(out_dir)
+    gfile.makedirs(out_dir)
+    shards, flow_params, flow_engine = [], None, None
+    for split, groups in plan.items():
+        for i, group in enumerate(groups):
+            name = shard_name(split, i, len(groups))
+            with tf.io.TFRecordWriter(f"{out_dir}/{name}.tmp") as writer:
+                for row in group:
+                    path = f"{videos_dir}/{row['video_id']}.tfrecord"
+                    for serialized in records.read_records(path):
+                        writer.write(serialized)  # copied as is: no decode, no re-encode
+                        if flow_params is None:
+                            context = records.decode_record(serialized)
+                            flow_params, flow_engine = (
+                                context["flow_params"],
+                                context["flow_engine"],
+                            )
+            gfile.rename(f"{out_dir}/{name}.tmp", f"{out_dir}/{name}", overwrite=True)
+            shards.append(
+                {
+                    "file": name,
+                    "split": split,
+                    "records": len(group),
+                    "video_ids": [r["video_id"] for r in group],
+                    "bytes": gfile.stat(f"{out_dir}/{name}").length,
+                }
+            )
+    index = {
+        "schema_version": records.SCHEMA_VERSION,
+        "flow_engine": flow_engine,
+        "flow_params": flow_params,
+        "shard_params": {"target_mb": p.target_mb, "min_shards": p.min_shards, "seed": p.seed},
+        "splits": {
+            split: {
+                "videos": sum(len(g) for g in groups),
+                "shards": len(groups),
+                "per_class": dict(
+                    sorted(Counter(r["class_name"] for g in groups for r in g).items())
+                ),
+            }
+            for split, groups in plan.items()
+        },
+        "missing_records": sorted(missing),
+        "shards": shards,
+    }
+    with gfile.GFile(f"{out_dir}/{INDEX}", "w") as f:
+        f.write(json.dumps(index, indent=1) + "\n")
+    return index
+
+
+def shard_files(split: str, shards_dir: str = SHARDS_DIR) -> list[str]:
+    """The shard paths of ``split``, from index.json."""
+    import tensorflow as tf
+
+    index_path = f"{shards_dir}/{INDEX}"
+    if not tf.io.gfile.exists(index_path):
+        raise ShardError(f"{index_path} not found: run the shard stage first (dvc repro shard)")
+    with tf.io.gfile.GFile(index_path) as f:
+        index = json.load(f)
+    files = [f"{shards_dir}/{s['file']}" for s in index["shards"] if s["split"] == split]
+    if not files:
+        raise ShardError(f"the {split} split has no shards in {shards_dir}")
+    return files
+
+
+def main() -> None:
+    try:
+        p = load_params().shard
+        index = write_shards(read_manifest(), p)
+    except PipelineError as exc:
+        sys.exit(f"shard: {exc}")
+    parts = [
+        f"{s} {v['videos']} videos in {v['shards']} shards" for s, v in index["splits"].items()
+    ]
+    missing = len(index["missing_records"])
+    print(
+        f"shard: {', '.join(parts)}"
+        + (f"; {missing} videos without a record (failed flow)" if missing else "")
+    )
+
+
+if __name__ == "__main__":
+    main()
