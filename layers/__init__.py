@@ -12,14 +12,17 @@ from layers.concat_fusion import ConcatFusion
 from layers.conv_fusion import ConvFusion
 from layers.lrn import LocalResponseNormalization
 from layers.max_fusion import MaxFusion
+from layers.normalization import FlowNormalization, RGBNormalization
 from layers.sum_fusion import SumFusion
 
 __all__ = [
     "BilinearFusion",
     "ConcatFusion",
     "ConvFusion",
+    "FlowNormalization",
     "Fusion",
     "LocalResponseNormalization",
     "MaxFusion",
+    "RGBNormalization",
     "SumFusion",
 ]

@@ -184,6 +184,50 @@ class EvalParams:
     batch_size: int = field(metadata=_between(1, 100_000))
 
 
+BACKBONES = ("small", "vgg_m_2048", "vgg16")
+FUSION_METHODS = ("sum", "max", "concat", "conv", "bilinear")
+FUSION_LAYERS = ("relu1", "relu2", "relu3", "relu4", "relu5", "softmax")
+TEMPORAL = ("avg2d", "pool3d", "conv3d_pool3d")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """``model``: the towers."""
+
+    backbone: str = field(metadata=_one_of(*BACKBONES))
+    flow_backbone: str | None = field(metadata=_one_of(None, *BACKBONES))
+    num_classes: int | None = field(metadata=_between(2, 1_000_000))
+    dropout: float = field(metadata=_between(0.0, 0.99))
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    """``fusion``: where and how the motion tower is fused into the appearance tower."""
+
+    method: str = field(metadata=_one_of(*FUSION_METHODS))
+    layer: str = field(metadata=_one_of(*FUSION_LAYERS))
+    also_late: bool
+    temporal: str = field(metadata=_one_of(*TEMPORAL))
+    conv_init: str = field(metadata=_one_of("sum", "sum_gaussian", "random"))
+    conv_init_weights: list[float]
+    train_below: bool
+
+    def _check(self) -> list[str]:
+        if len(self.conv_init_weights) != 2:
+            return [
+                f"fusion.conv_init_weights: got {self.conv_init_weights}; allowed: "
+                "[w_appearance, w_motion]"
+            ]
+        return []
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """``train``: how the networks are trained (more keys come with the training stages)."""
+
+    weights: str = field(metadata=_one_of("none", "imagenet"))
+
+
 @dataclass(frozen=True)
 class Params:
     """The whole ``params.yaml``: one attribute per section."""
@@ -194,6 +238,9 @@ class Params:
     shard: ShardParams
     clip: ClipParams
     eval: EvalParams
+    model: ModelParams
+    fusion: FusionParams
+    train: TrainParams
 
 
 def _type_name(tp: Any) -> str:

@@ -1,0 +1,474 @@
+"""Two-stream networks: backbones with named taps, and every fusion of the paper.
+
+Models take the reader's uint8 clips, ``rgb (B, T, H, W, 3)`` and ``flow (B, T, H, W, 2L)``,
+and return a dict of class probabilities whose ``"prediction"`` is the model's answer. Every
+2D layer is wrapped in ``TimeDistributed``, so the T snippets of a clip go through the towers
+as frames of one tensor and temporal fusion (3D pooling, 3D convolution) sees ``(B, T, H, W, D)``.
+
+Each tower is a list of stages ending at the taps ``relu1`` … ``relu5``, ``pool5``, ``fc6``,
+``fc7``, ``fc8`` (class probabilities averaged over T). Its layers are named ``rgb_<layer>`` or
+``flow_<layer>``. As in the paper, the motion tower is fused *into* the appearance tower: after
+the fusion point the fused tower continues with the appearance tower's layers (same names, so
+:func:`init_from_streams` copies a trained RGB stream into it); with ``fusion.also_late`` the
+motion tower is kept whole, each tower has its own output and the two are averaged.
+
+Run ``python -m pipeline.model [-S key=value ...]`` for the summary of the configuration in
+``params.yaml`` (``-S`` overrides as in ``dvc exp run -S``); its last line is ``params: N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import yaml
+
+from layers import (
+    BilinearFusion,
+    ConcatFusion,
+    ConvFusion,
+    FlowNormalization,
+    LocalResponseNormalization,
+    MaxFusion,
+    RGBNormalization,
+    SumFusion,
+)
+from pipeline.params import PARAMS_FILE, Params, PipelineError, parse_params
+
+STAGES = ("relu1", "relu2", "relu3", "relu4", "relu5", "pool5", "fc6", "fc7", "fc8")
+CLASSES_FILE = Path("data/classes.txt")
+IMAGENET_MEAN = (123.68, 116.78, 103.94)  # RGB
+FUSIONS = {"sum": SumFusion, "max": MaxFusion, "concat": ConcatFusion}
+
+Stage = tuple[str, Callable[[keras.KerasTensor], keras.KerasTensor]]
+
+
+class ModelError(PipelineError):
+    """A configuration that cannot be built; the message says why."""
+
+
+def _td(layer: keras.layers.Layer, name: str) -> keras.layers.TimeDistributed:
+    return keras.layers.TimeDistributed(layer, name=name)
+
+
+def _ceil_pool(x: keras.KerasTensor, size: int, stride: int, name: str) -> keras.KerasTensor:
+    """Max pooling that rounds its output size up, as Caffe and MatConvNet do.
+
+    Keras rounds down; padding the bottom and right with zeros first gives Caffe's size. The
+    inputs are ReLU (or LRN of ReLU) outputs, never negative, so zeros never win the max.
+    """
+    h, w = x.shape[-3], x.shape[-2]
+    pads = [(-(-(n - size) // stride)) * stride + size - n for n in (h, w)]
+    if any(pads):
+        x = _td(keras.layers.ZeroPadding2D(((0, pads[0]), (0, pads[1]))), f"{name}_pad")(x)
+    return _td(keras.layers.MaxPooling2D(size, stride), name)(x)
+
+
+def _pool5_3d(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
+    """The paper's 3D pooling: max over 2×2×T cubes, stride 2 (T collapses to 1)."""
+    t = x.shape[1]
+    return keras.layers.MaxPooling3D((t, 2, 2), strides=(2, 2, 2), name=name)(x)
+
+
+def _head(p: str, classes: int, dropout: float, fc: tuple[int, int]) -> list[Stage]:
+    """fc6, fc7 (ReLU + dropout) and fc8 (softmax, averaged over the T snippets)."""
+
+    def fc6(x: keras.KerasTensor) -> keras.KerasTensor:
+        x = _td(keras.layers.Flatten(), f"{p}flatten")(x)
+        x = _td(keras.layers.Dense(fc[0], activation="relu"), f"{p}fc6")(x)
+        return keras.layers.Dropout(dropout, name=f"{p}drop6")(x)
+
+    def fc7(x: keras.KerasTensor) -> keras.KerasTensor:
+        x = _td(keras.layers.Dense(fc[1], activation="relu"), f"{p}fc7")(x)
+        return keras.layers.Dropout(dropout, name=f"{p}drop7")(x)
+
+    return [("fc6", fc6), ("fc7", fc7), ("fc8", lambda x: _classify(x, classes, f"{p}fc8"))]
+
+
+def _classify(x: keras.KerasTensor, classes: int, name: str) -> keras.KerasTensor:
+    """Class scores per snippet, softmax, then averaged over T: ``(B, classes)``."""
+    x = _td(keras.layers.Dense(classes), name)(x)
+    x = keras.layers.Softmax(name=f"{name}_softmax", dtype="float32")(x)
+    return keras.layers.GlobalAveragePooling1D(name=f"{name}_average")(x)
+
+
+def vgg_m_2048(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -> list[Stage]:
+    """VGG-M-2048 (Chatfield et al. 2014), the paper's ablation backbone.
+
+    conv1 96×7×7/2, LRN, pool 3×3/2; conv2 256×5×5/2 pad 1, LRN, pool 3×3/2; conv3-5 512×3×3
+    pad 1; pool5 3×3/2; fc6 4096; fc7 2048. Pools round up (ReLU5 is 13×13 at 224²). LRN is
+    Caffe's (size 5, α 1e-4, β 0.75, k 2). The temporal net drops norm2, as in the paper.
+    """
+
+    def lrn(name: str) -> LocalResponseNormalization:
+        return LocalResponseNormalization.from_caffe(5, 1e-4, 0.75, 2.0, name=f"{p}{name}")
+
+    def conv(x: keras.KerasTensor, filters: int, k: int, stride: int, pad: int, name: str):  # noqa: ANN202
+        if pad:
+            x = _td(keras.layers.ZeroPadding2D(pad), f"{p}{name}_pad")(x)
+        layer = keras.layers.Conv2D(filters, k, strides=stride, activation="relu")
+        return _td(layer, f"{p}{name}")(x)
+
+    def relu3(x: keras.KerasTensor) -> keras.KerasTensor:
+        if not flow:
+            x = lrn("norm2")(x)
+        return conv(_ceil_pool(x, 3, 2, f"{p}pool2"), 512, 3, 1, 1, "conv3")
+
+    return [
+        ("relu1", lambda x: conv(x, 96, 7, 2, 0, "conv1")),
+        (
+            "relu2",
+            lambda x: conv(_ceil_pool(lrn("norm1")(x), 3, 2, f"{p}pool1"), 256, 5, 2, 1, "conv2"),
+        ),
+        ("relu3", relu3),
+        ("relu4", lambda x: conv(x, 512, 3, 1, 1, "conv4")),
+        ("relu5", lambda x: conv(x, 512, 3, 1, 1, "conv5")),
+        (
+            "pool5",
+            lambda x: _pool5_3d(x, f"{p}pool5") if pool3d else _ceil_pool(x, 3, 2, f"{p}pool5"),
+        ),
+        *_head(p, classes, dropout, (4096, 2048)),
+    ]
+
+
+def vgg16(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -> list[Stage]:
+    """VGG-16 as ``keras.applications.VGG16`` builds it (layer names ``block<b>_conv<c>``),
+    ReLU<b> being the output of block b's last convolution; fc6 and fc7 have 4096 units."""
+    blocks = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+
+    def block(b: int) -> Callable:
+        def run(x: keras.KerasTensor) -> keras.KerasTensor:
+            if b > 1:
+                x = _td(keras.layers.MaxPooling2D(2, 2), f"{p}block{b - 1}_pool")(x)
+            filters, convs = blocks[b - 1]
+            for c in range(1, convs + 1):
+                layer = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")
+                x = _td(layer, f"{p}block{b}_conv{c}")(x)
+            return x
+
+        return run
+
+    def pool5(x: keras.KerasTensor) -> keras.KerasTensor:
+        if pool3d:
+            return _pool5_3d(x, f"{p}block5_pool")
+        return _td(keras.layers.MaxPooling2D(2, 2), f"{p}block5_pool")(x)
+
+    return [
+        *((f"relu{b}", block(b)) for b in range(1, 6)),
+        ("pool5", pool5),
+        *_head(p, classes, dropout, (4096, 4096)),
+    ]
+
+
+def small(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -> list[Stage]:
+    """A small, fast backbone for CPU and the synthetic dataset: five 3×3 conv + BatchNorm +
+    ReLU blocks (32, 64, 128, 128, 128 filters; 2×2 pooling before blocks 2, 3 and 5), pool5
+    2×2, fc6 and fc7 of 128 units."""
+
+    def conv(filters: int, name: str, pool: str | None = None) -> Callable:
+        def run(x: keras.KerasTensor) -> keras.KerasTensor:
+            if pool:
+                x = _td(keras.layers.MaxPooling2D(2, 2), f"{p}{pool}")(x)
+            x = _td(keras.layers.Conv2D(filters, 3, padding="same", use_bias=False), f"{p}{name}")(
+                x
+            )
+            x = keras.layers.BatchNormalization(name=f"{p}{name}_bn")(x)
+            return keras.layers.ReLU(name=f"{p}{name}_relu")(x)
+
+        return run
+
+    def pool5(x: keras.KerasTensor) -> keras.KerasTensor:
+        if pool3d:
+            return _pool5_3d(x, f"{p}pool5")
+        return _td(keras.layers.MaxPooling2D(2, 2), f"{p}pool5")(x)
+
+    return [
+        ("relu1", conv(32, "conv1")),
+        ("relu2", conv(64, "conv2", "pool1")),
+        ("relu3", conv(128, "conv3", "pool2")),
+        ("relu4", conv(128, "conv4")),
+        ("relu5", conv(128, "conv5", "pool4")),
+        ("pool5", pool5),
+        *_head(p, classes, dropout, (128, 128)),
+    ]
+
+
+BACKBONES = {"small": small, "vgg_m_2048": vgg_m_2048, "vgg16": vgg16}
+
+
+def num_classes(params: Params, classes_file: Path = CLASSES_FILE) -> int:
+    """``model.num_classes``, or the number of lines of ``data/classes.txt`` when it is null."""
+    if params.model.num_classes is not None:
+        return params.model.num_classes
+    if not classes_file.exists():
+        raise ModelError(
+            f"model.num_classes is null and {classes_file} does not exist: run the "
+            "ingest stage first, or set model.num_classes"
+        )
+    return len([line for line in classes_file.read_text().splitlines() if line.strip()])
+
+
+def _inputs(params: Params) -> dict[str, keras.KerasTensor]:
+    c = params.clip
+    shape = (c.frames, c.crop, c.crop)
+    return {
+        "rgb": keras.Input((*shape, 3), dtype="uint8", name="rgb"),
+        "flow": keras.Input((*shape, 2 * c.flow_stack), dtype="uint8", name="flow"),
+    }
+
+
+def _tower(stream: str, params: Params, classes: int) -> list[Stage]:
+    backbone = params.model.backbone
+    if stream == "flow":
+        backbone = params.model.flow_backbone or backbone
+    pool3d = params.fusion.temporal in ("pool3d", "conv3d_pool3d")
+    return BACKBONES[backbone](
+        f"{stream}_", classes, params.model.dropout, pool3d, stream == "flow"
+    )
+
+
+def _normalise(stream: str, x: keras.KerasTensor, params: Params) -> keras.KerasTensor:
+    if stream == "flow":
+        return FlowNormalization(name="flow_norm")(x)
+    backbone = params.model.backbone
+    mean, scale = (127.5, 1 / 127.5) if backbone == "small" else (IMAGENET_MEAN, 1.0)
+    return RGBNormalization(mean, scale, name="rgb_norm")(x)
+
+
+def _run(stages: list[Stage], x: keras.KerasTensor) -> keras.KerasTensor:
+    for _, stage in stages:
+        x = stage(x)
+    return x
+
+
+def build_stream(stream: str, params: Params, classes: int | None = None) -> keras.Model:
+    """One tower alone (``rgb`` or ``flow``): what ``train_rgb`` / ``train_flow`` train."""
+    if stream not in ("rgb", "flow"):
+        raise ModelError(f"stream must be 'rgb' or 'flow'; got {stream!r}")
+    classes = classes or num_classes(params)
+    x = _inputs(params)[stream]
+    probs = _run(_tower(stream, params, classes), _normalise(stream, x, params))
+    model = keras.Model(x, {"prediction": probs}, name=f"{stream}_stream")
+    if params.train.weights == "imagenet":
+        load_imagenet(model, stream, params)
+    return model
+
+
+def check_fusion(params: Params) -> None:
+    """Raise :class:`ModelError` for a combination the paper's design does not allow."""
+    f = params.fusion
+    why = None
+    if f.layer == "softmax" and f.method != "sum":
+        why = (
+            f"fusion.layer 'softmax' is late fusion (the two streams' class scores are "
+            f"averaged), which has no fusion method: set fusion.method: sum (got {f.method!r})"
+        )
+    elif f.layer == "softmax" and f.also_late:
+        why = (
+            "fusion.also_late keeps the motion tower after an in-network fusion point; with "
+            "fusion.layer 'softmax' both towers are already whole: set also_late: false"
+        )
+    elif f.temporal == "conv3d_pool3d" and (f.method != "conv" or f.layer != "relu5"):
+        why = (
+            "fusion.temporal 'conv3d_pool3d' is the paper's 3D conv fusion at ReLU5 followed "
+            f"by 3D pooling: it needs method conv and layer relu5 (got {f.method!r} at "
+            f"{f.layer!r}); for other methods use temporal pool3d"
+        )
+    elif f.method == "bilinear" and f.temporal != "avg2d":
+        why = (
+            f"bilinear fusion sums over all locations, leaving no spatial map for "
+            f"{f.temporal!r} to pool: use temporal avg2d"
+        )
+    if why:
+        raise ModelError(why)
+
+
+def _match_sizes(a: keras.KerasTensor, m: keras.KerasTensor, layer: str) -> tuple:
+    """Zero-pad the smaller map (bottom, right) when the towers differ in H or W, as the paper
+    does for VGG-M's 13×13 against VGG-16's 14×14 at ReLU5."""
+    if a.shape[-1] != m.shape[-1]:
+        raise ModelError(
+            f"the towers have {a.shape[-1]} and {m.shape[-1]} channels at {layer}: "
+            "fusion needs the same number; fuse at another layer"
+        )
+    h, w = max(a.shape[2], m.shape[2]), max(a.shape[3], m.shape[3])
+    out = []
+    for x, name in ((a, "rgb"), (m, "flow")):
+        if x.shape[2:4] != (h, w):
+            pad = ((0, h - x.shape[2]), (0, w - x.shape[3]))
+            x = _td(keras.layers.ZeroPadding2D(pad), f"{name}_fusion_pad")(x)
+        out.append(x)
+    return tuple(out)
+
+
+def build_fused(params: Params, classes: int | None = None) -> keras.Model:
+    """The two-stream network that ``fusion.*`` describes (see the module docstring)."""
+    check_fusion(params)
+    f = params.fusion
+    classes = classes or num_classes(params)
+    inputs = _inputs(params)
+    a_stages, m_stages = _tower("rgb", params, classes), _tower("flow", params, classes)
+    a = _normalise("rgb", inputs["rgb"], params)
+    m = _normalise("flow", inputs["flow"], params)
+    if f.layer == "softmax":  # late fusion: two whole towers, scores averaged
+        pa, pm = _run(a_stages, a), _run(m_stages, m)
+        prediction = keras.layers.Average(name="late_average")([pa, pm])
+        return keras.Model(
+            inputs, {"prediction": prediction, "appearance": pa, "motion": pm}, name="late_fusion"
+        )
+
+    k = STAGES.index(f.layer) + 1
+    model_so_far = keras.Model(inputs, [_run(a_stages[:k], a), _run(m_stages[:k], m)])
+    below = {layer.name for layer in model_so_far.layers}
+    a, m = _match_sizes(*model_so_far.outputs, f.layer)
+    if f.method == "bilinear":  # FC layers removed: a linear classifier on the pooled products
+        y = BilinearFusion(name="fusion")([a, m])
+        fused = _classify(y, classes, "fusion_fc8")
+    else:
+        if f.method == "conv":
+            size = (3, 3, 3) if f.temporal == "conv3d_pool3d" else 1
+            y = ConvFusion(
+                kernel_size=size,
+                kernel_init=f.conv_init,
+                init_weights=tuple(f.conv_init_weights),
+                name="fusion",
+            )([a, m])
+            if f.temporal == "conv3d_pool3d":
+                y = keras.layers.ReLU(name="fusion_relu")(y)
+        else:
+            y = FUSIONS[f.method](name="fusion")([a, m])
+        fused = _run(a_stages[k:], y)
+    outputs = {"prediction": fused}
+    if f.also_late:  # the motion tower goes on alone; both predictions are averaged
+        motion = _run(m_stages[k:], m)
+        average = keras.layers.Average(name="late_average")([fused, motion])
+        outputs = {"prediction": average, "fused": fused, "motion": motion}
+    model = keras.Model(inputs, outputs, name=f"fusion_{f.method}_{f.layer}_{f.temporal}")
+    if not f.train_below:
+        for layer in model.layers:
+            if layer.name in below:
+                layer.trainable = False
+    return model
+
+
+def _transfer(target: keras.Model, sources: list[keras.Model]) -> list[str]:
+    """Copy weights into ``target`` by layer name; return what could not be filled, and why."""
+    by_name = {layer.name: layer for src in sources for layer in src.layers}
+    unfilled = []
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        src = by_name.get(layer.name)
+        if src is None:
+            unfilled.append(f"{layer.name}: not in the stream models (new in the fused net)")
+            continue
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if shapes != [tuple(w.shape) for w in src.weights]:
+            unfilled.append(
+                f"{layer.name}: shapes {shapes} differ from the stream's "
+                f"{[tuple(w.shape) for w in src.weights]}"
+            )
+            continue
+        layer.set_weights(src.get_weights())
+    return unfilled
+
+
+def init_from_streams(fused: keras.Model, rgb: keras.Model, flow: keras.Model) -> list[str]:
+    """Fill a fused net from trained single-stream models, by layer name.
+
+    The fused tower above the fusion point takes the RGB stream's layers (same names), the
+    motion tower's layers the flow stream's. Returns one line per layer that kept its own
+    initialisation (the fusion layer, a bilinear classifier, layers whose input size changed,
+    e.g. after concatenation), which the caller should report.
+    """
+    return _transfer(fused, [rgb, flow])
+
+
+def cross_modality_kernel(rgb_kernel: np.ndarray, channels: int) -> np.ndarray:
+    """First-layer kernel for a flow tower from an RGB one: the mean over the colour channels,
+    repeated for each of the ``channels`` (= 2L) flow channels (the paper's init)."""
+    mean = rgb_kernel.mean(axis=-2, keepdims=True)
+    return np.repeat(mean, channels, axis=-2)
+
+
+def load_imagenet(model: keras.Model, stream: str, params: Params) -> None:
+    """ImageNet weights from ``keras.applications.VGG16`` into a vgg16 tower of ``model``.
+
+    Keras' VGG16 expects BGR input: the first kernel's colour channels are reversed so that the
+    tower takes RGB (our RGB normalisation subtracts the same means). The flow tower's first
+    kernel is the cross-modality average. The classifier keeps its own initialisation.
+    """
+    backbone = params.model.flow_backbone if stream == "flow" else None
+    if (backbone or params.model.backbone) != "vgg16":
+        raise ModelError("train.weights: imagenet is available for the vgg16 backbone only")
+    source = keras.applications.VGG16(include_top=True, weights="imagenet")
+    names = [layer.name for layer in source.layers if layer.weights]
+    ours = {"fc1": "fc6", "fc2": "fc7"}
+    for name in names:
+        if name == "predictions":
+            continue
+        weights = source.get_layer(name).get_weights()
+        if name == "block1_conv1":
+            kernel = weights[0][:, :, ::-1, :]  # BGR -> RGB
+            if stream == "flow":
+                kernel = cross_modality_kernel(kernel, 2 * params.clip.flow_stack)
+            weights = [kernel, weights[1]]
+        target = model.get_layer(f"{stream}_{ours.get(name, name)}")
+        if name == "fc1" and tuple(target.weights[0].shape) != weights[0].shape:
+            raise ModelError(
+                f"ImageNet fc6 needs 224x224 crops (7x7x512 before fc6); "
+                f"clip.crop is {params.clip.crop}"
+            )
+        target.set_weights(weights)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """``["fusion.method=max", ...]`` applied to a params.yaml mapping (values read as YAML)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ModelError(f"-S takes key=value (e.g. -S fusion.method=max); got {item!r}")
+        *path, last = key.split(".")
+        node = raw
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(value)
+    return raw
+
+
+def count_params(model: keras.Model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.weights if "seed_generator" not in w.path))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Print the model summary for params.yaml.")
+    parser.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a params.yaml value, e.g. -S fusion.method=max",
+    )
+    parser.add_argument(
+        "--stream", choices=("rgb", "flow"), help="one stream instead of the fused net"
+    )
+    args = parser.parse_args(argv)
+    try:
+        raw = yaml.safe_load(Path(PARAMS_FILE).read_text())
+        params = parse_params(apply_overrides(raw, args.set))
+        model = build_stream(args.stream, params) if args.stream else build_fused(params)
+    except PipelineError as exc:
+        sys.exit(f"model: {exc}")
+    model.summary(line_length=120, expand_nested=False)
+    print(f"params: {count_params(model)}")
+
+
+if __name__ == "__main__":
+    main()
