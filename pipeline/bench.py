@@ -2,6 +2,7 @@
 
     python -m pipeline.bench flow [--videos 4] [--frames 25]
     python -m pipeline.bench reader [--seconds 20]
+    python -m pipeline.bench train [--steps 20] [-S key=value ...]
 
 ``flow``: on the same 320×240 videos, frame pairs per second of (1) a bare
 ``DualTVL1OpticalFlow.calc`` loop on one core over frames decoded beforehand, (2) the flow stage
@@ -13,6 +14,11 @@
 224² multi-scale crops from 340×256 frames) in mode ``both``, with one core and with all cores
 (each in its own process, pinned with ``sched_setaffinity`` before TensorFlow starts). The last
 line is ``reader clips/s per core: X.X`` (all cores' rate / cores).
+
+``train``: training clips per second of the configured model (``params.yaml``, with ``-S``
+overrides; ``fusion`` by default, ``--stream rgb|flow`` for one stream) on random uint8 clips
+held in memory, so only the device is measured, with the precision and XLA settings the
+training stage would use. Ends with ``train clips/s: X.X (device)``.
 """
 
 from __future__ import annotations
@@ -198,6 +204,60 @@ def bench_reader(seconds: float) -> None:
         print(f"reader clips/s per core: {rates[cores] / cores:.1f}")
 
 
+def bench_train(overrides: list[str], stream: str, steps: int) -> None:
+    import keras
+    import tensorflow as tf
+    import yaml
+
+    from pipeline.model import apply_overrides, build_fused, build_stream, count_params
+    from pipeline.params import PARAMS_FILE, parse_params
+    from pipeline.train import precision_policy
+
+    params = parse_params(apply_overrides(yaml.safe_load(Path(PARAMS_FILE).read_text()), overrides))
+    policy = precision_policy(params.train.mixed_precision)
+    keras.mixed_precision.set_global_policy(policy)
+    classes = params.model.num_classes or 101
+    model = (
+        build_fused(params, classes)
+        if stream == "fusion"
+        else build_stream(stream, params, classes)
+    )
+    outputs = list(model.output.keys())
+    model.compile(
+        optimizer=keras.optimizers.SGD(1e-3, momentum=0.9),
+        loss={k: "sparse_categorical_crossentropy" for k in outputs},
+        jit_compile=params.train.jit_compile,
+    )
+    b, c = params.train.batch_size, params.clip
+    rng = np.random.default_rng(0)
+    x = {
+        "rgb": rng.integers(0, 256, (b, c.frames, c.crop, c.crop, 3), dtype=np.uint8),
+        "flow": rng.integers(
+            0, 256, (b, c.frames, c.crop, c.crop, 2 * c.flow_stack), dtype=np.uint8
+        ),
+    }
+    if stream != "fusion":
+        x = x[stream]
+    y = {k: rng.integers(0, classes, b) for k in outputs}
+    ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+    model.fit(ds, steps_per_epoch=3, epochs=1, verbose=0)  # compile, warm up
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+    rate = steps * b / (time.perf_counter() - start)
+    gpus = tf.config.list_physical_devices("GPU")
+    device = (
+        tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+        if gpus
+        else "CPU"
+    )
+    print(
+        f"train benchmark: {model.name}, {count_params(model)} parameters, batch {b}, "
+        f"T={c.frames}, "
+        f"L={c.flow_stack}, {c.crop}x{c.crop}, {policy}, jit_compile={params.train.jit_compile}"
+    )
+    print(f"train clips/s: {rate:.1f} ({device})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Benchmarks that print measured numbers.")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -210,8 +270,14 @@ def main(argv: list[str] | None = None) -> None:
     rate.add_argument("shards")
     rate.add_argument("cores", type=int)
     rate.add_argument("seconds", type=float)
+    trainer = sub.add_parser("train", help="training clips/s of the configured model")
+    trainer.add_argument("--steps", type=int, default=20)
+    trainer.add_argument("--stream", choices=("rgb", "flow", "fusion"), default="fusion")
+    trainer.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    if args.what == "flow":
+    if args.what == "train":
+        bench_train(args.set, args.stream, args.steps)
+    elif args.what == "flow":
         bench_flow(args.videos, args.frames)
     elif args.what == "reader":
         bench_reader(args.seconds)

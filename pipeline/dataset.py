@@ -137,16 +137,24 @@ def flip_clip(clip: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return out
 
 
-def _train_window(height: tf.Tensor, width: tf.Tensor, scales: list[float]) -> tf.Tensor:
+def _pick(u: tf.Tensor, n: tf.Tensor | int) -> tf.Tensor:
+    """An int in [0, n) from a uniform u in [0, 1)."""
+    n = tf.cast(n, tf.int32)
+    return tf.minimum(tf.cast(u * tf.cast(n, tf.float32), tf.int32), n - 1)
+
+
+def _train_window(
+    height: tf.Tensor, width: tf.Tensor, scales: list[float], u: tf.Tensor
+) -> tf.Tensor:
     """A multi-scale corner crop (y, x, h, w): neighbouring scales for h and w, at one of the
-    four corners or the centre."""
+    four corners or the centre; ``u`` holds three uniforms in [0, 1)."""
     h, w = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
     base = tf.cast(tf.minimum(h, w), tf.float32)
     sizes = tf.maximum(tf.cast(base * tf.constant(scales, tf.float32), tf.int32), 1)
-    i = tf.random.uniform([], 0, len(scales), tf.int32)
-    j = tf.clip_by_value(i + tf.random.uniform([], -1, 2, tf.int32), 0, len(scales) - 1)
+    i = _pick(u[0], len(scales))
+    j = tf.clip_by_value(i + _pick(u[1], 3) - 1, 0, len(scales) - 1)
     ch, cw = tf.minimum(sizes[i], h), tf.minimum(sizes[j], w)
-    corner = tf.random.uniform([], 0, 5, tf.int32)  # TL, TR, BL, BR, centre
+    corner = _pick(u[2], 5)  # TL, TR, BL, BR, centre
     ys = tf.stack([0, 0, h - ch, h - ch, (h - ch) // 2])
     xs = tf.stack([0, w - cw, 0, w - cw, (w - cw) // 2])
     return tf.stack([ys[corner], xs[corner], ch, cw])
@@ -171,6 +179,7 @@ def clip_dataset(
     training: bool,
     batch_size: int,
     shards_dir: str = SHARDS_DIR,
+    seed: int | None = None,
 ) -> tf.data.Dataset:
     """Batched clips of ``split`` read from the shards (see the module docstring).
 
@@ -181,38 +190,51 @@ def clip_dataset(
         training: random clips with augmentation, shuffled, ``(inputs, label)``; otherwise the
             deterministic evaluation clips, ``(inputs, label, video_id)``.
         batch_size: the global batch size (training drops the last partial batch).
+        seed: training only: with a seed, the order of the videos and every random choice
+            (start, crop, flip) are fixed by it and the pipeline runs deterministically (the
+            training stage passes one seed per epoch); without, it runs as fast as it can.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     c = params.clip
     files = shard_files(split, shards_dir)
+    deterministic = not training or seed is not None
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training:
-        ds = ds.shuffle(len(files), reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(
         tf.data.TFRecordDataset,
         cycle_length=min(len(files), 8),
         num_parallel_calls=AUTOTUNE,
-        deterministic=not training,
+        deterministic=deterministic,
     )
     if training:
-        ds = ds.shuffle(c.shuffle_buffer, reshuffle_each_iteration=True)
-    ds = ds.map(_parse, num_parallel_calls=AUTOTUNE, deterministic=not training)
+        ds = ds.shuffle(c.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(_parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
     if training:
+        # Every random choice of a clip comes from stateless ops keyed by (seed, video id): the
+        # same seed gives the same clips whatever the parallelism, and the pipeline still
+        # starts from the shard files (file-level auto-sharding). Each epoch gets its own seed.
 
         def train_clip(rec: dict) -> tuple:
+            if seed is None:
+                base = tf.random.uniform([], maxval=2**62, dtype=tf.int64)
+            else:
+                base = tf.constant(seed, tf.int64)
+            video = tf.strings.to_hash_bucket_fast(rec["video_id"], 2**62)
+            u = tf.random.stateless_uniform([5], seed=tf.stack([base, video]))
             lo, hi = start_range(rec["num_frames"], c.frames, c.stride, c.flow_stack)
-            start = tf.random.uniform([], lo, hi + 1, tf.int32)
+            start = lo + _pick(u[0], hi - lo + 1)
             rgb_idx, flow_idx = clip_indices(
                 rec["num_frames"], start, c.frames, c.stride, c.flow_stack
             )
-            window = _train_window(rec["height"], rec["width"], c.scales)
+            window = _train_window(rec["height"], rec["width"], c.scales, u[1:4])
             clip = _clip(rec, rgb_idx, flow_idx, window, c.crop, mode)
-            clip = tf.cond(tf.random.uniform([]) < 0.5, lambda: flip_clip(clip), lambda: clip)
+            clip = tf.cond(u[4] < 0.5, lambda: flip_clip(clip), lambda: clip)
             return _inputs(clip, mode), tf.cast(rec["label"], tf.int32)
 
-        ds = ds.map(train_clip, num_parallel_calls=AUTOTUNE, deterministic=False)
+        ds = ds.map(train_clip, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         ds = ds.batch(batch_size, drop_remainder=True)
     else:
         clips = params.eval.clips
@@ -247,5 +269,5 @@ def clip_dataset(
         ds = ds.batch(batch_size)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
-    options.deterministic = not training
+    options.deterministic = deterministic
     return ds.with_options(options).prefetch(AUTOTUNE)

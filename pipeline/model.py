@@ -165,6 +165,19 @@ def vgg16(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -> lis
     ]
 
 
+def _replicated() -> bool:
+    """Built under a tf.distribute strategy of several replicas (or workers)?
+
+    BatchNorm then synchronises its batch statistics, so that every replica and worker keeps
+    the same moving averages. (TensorFlow only; elsewhere, and on one device, plain BatchNorm.)
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
+
+
 def small(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -> list[Stage]:
     """A small, fast backbone for CPU and the synthetic dataset: five 3×3 conv + BatchNorm +
     ReLU blocks (32, 64, 128, 128, 128 filters; 2×2 pooling before blocks 2, 3 and 5), pool5
@@ -174,10 +187,10 @@ def small(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -> lis
         def run(x: keras.KerasTensor) -> keras.KerasTensor:
             if pool:
                 x = _td(keras.layers.MaxPooling2D(2, 2), f"{p}{pool}")(x)
-            x = _td(keras.layers.Conv2D(filters, 3, padding="same", use_bias=False), f"{p}{name}")(
-                x
-            )
-            x = keras.layers.BatchNormalization(name=f"{p}{name}_bn")(x)
+            layer = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)
+            x = _td(layer, f"{p}{name}")(x)
+            norm = keras.layers.BatchNormalization
+            x = norm(momentum=0.9, synchronized=_replicated(), name=f"{p}{name}_bn")(x)
             return keras.layers.ReLU(name=f"{p}{name}_relu")(x)
 
         return run
@@ -222,14 +235,12 @@ def _inputs(params: Params) -> dict[str, keras.KerasTensor]:
     }
 
 
-def _tower(stream: str, params: Params, classes: int) -> list[Stage]:
+def _tower(stream: str, params: Params, classes: int, pool3d: bool) -> list[Stage]:
     backbone = params.model.backbone
     if stream == "flow":
         backbone = params.model.flow_backbone or backbone
-    pool3d = params.fusion.temporal in ("pool3d", "conv3d_pool3d")
-    return BACKBONES[backbone](
-        f"{stream}_", classes, params.model.dropout, pool3d, stream == "flow"
-    )
+    build = BACKBONES[backbone]
+    return build(f"{stream}_", classes, params.model.dropout, pool3d, stream == "flow")
 
 
 def _normalise(stream: str, x: keras.KerasTensor, params: Params) -> keras.KerasTensor:
@@ -252,7 +263,9 @@ def build_stream(stream: str, params: Params, classes: int | None = None) -> ker
         raise ModelError(f"stream must be 'rgb' or 'flow'; got {stream!r}")
     classes = classes or num_classes(params)
     x = _inputs(params)[stream]
-    probs = _run(_tower(stream, params, classes), _normalise(stream, x, params))
+    # 2D pooling: a stream never depends on fusion.* (pooling layers have no weights, so the
+    # fused net can still pool in 3D with the stream's weights)
+    probs = _run(_tower(stream, params, classes, pool3d=False), _normalise(stream, x, params))
     model = keras.Model(x, {"prediction": probs}, name=f"{stream}_stream")
     if params.train.weights == "imagenet":
         load_imagenet(model, stream, params)
@@ -312,15 +325,18 @@ def build_fused(params: Params, classes: int | None = None) -> keras.Model:
     f = params.fusion
     classes = classes or num_classes(params)
     inputs = _inputs(params)
-    a_stages, m_stages = _tower("rgb", params, classes), _tower("flow", params, classes)
+    pool3d = f.temporal in ("pool3d", "conv3d_pool3d")
+    a_stages = _tower("rgb", params, classes, pool3d)
+    m_stages = _tower("flow", params, classes, pool3d)
     a = _normalise("rgb", inputs["rgb"], params)
     m = _normalise("flow", inputs["flow"], params)
     if f.layer == "softmax":  # late fusion: two whole towers, scores averaged
         pa, pm = _run(a_stages, a), _run(m_stages, m)
         prediction = keras.layers.Average(name="late_average")([pa, pm])
-        return keras.Model(
-            inputs, {"prediction": prediction, "appearance": pa, "motion": pm}, name="late_fusion"
-        )
+        outputs = {"prediction": prediction, "appearance": pa, "motion": pm}
+        model = keras.Model(inputs, outputs, name="late_fusion")
+        model.appearance_above = []  # both towers are whole: every layer comes from a stream
+        return model
 
     k = STAGES.index(f.layer) + 1
     model_so_far = keras.Model(inputs, [_run(a_stages[:k], a), _run(m_stages[:k], m)])
@@ -349,6 +365,12 @@ def build_fused(params: Params, classes: int | None = None) -> keras.Model:
         average = keras.layers.Average(name="late_average")([fused, motion])
         outputs = {"prediction": average, "fused": fused, "motion": motion}
     model = keras.Model(inputs, outputs, name=f"fusion_{f.method}_{f.layer}_{f.temporal}")
+    # the fused tower above the fusion point: what fusion.head_init may leave to its own init
+    model.appearance_above = [
+        layer.name
+        for layer in model.layers
+        if layer.name.startswith("rgb_") and layer.name not in below
+    ]
     if not f.train_below:
         for layer in model.layers:
             if layer.name in below:
@@ -356,12 +378,14 @@ def build_fused(params: Params, classes: int | None = None) -> keras.Model:
     return model
 
 
-def _transfer(target: keras.Model, sources: list[keras.Model]) -> list[str]:
+def _transfer(
+    target: keras.Model, sources: list[keras.Model], skip: tuple[str, ...] = ()
+) -> list[str]:
     """Copy weights into ``target`` by layer name; return what could not be filled, and why."""
     by_name = {layer.name: layer for src in sources for layer in src.layers}
     unfilled = []
     for layer in target.layers:
-        if not layer.weights:
+        if not layer.weights or layer.name in skip:
             continue
         src = by_name.get(layer.name)
         if src is None:
@@ -378,15 +402,19 @@ def _transfer(target: keras.Model, sources: list[keras.Model]) -> list[str]:
     return unfilled
 
 
-def init_from_streams(fused: keras.Model, rgb: keras.Model, flow: keras.Model) -> list[str]:
+def init_from_streams(
+    fused: keras.Model, rgb: keras.Model, flow: keras.Model, skip: tuple[str, ...] = ()
+) -> list[str]:
     """Fill a fused net from trained single-stream models, by layer name.
 
     The fused tower above the fusion point takes the RGB stream's layers (same names), the
-    motion tower's layers the flow stream's. Returns one line per layer that kept its own
-    initialisation (the fusion layer, a bilinear classifier, layers whose input size changed,
-    e.g. after concatenation), which the caller should report.
+    motion tower's layers the flow stream's; layers named in ``skip`` keep their own
+    initialisation. Returns one line per layer that was not filled (the fusion layer, a
+    bilinear classifier, layers whose input size changed, e.g. after concatenation, and the
+    skipped ones), which the caller should report.
     """
-    return _transfer(fused, [rgb, flow])
+    kept = [f"{name}: left at its initialisation (fusion.head_init: random)" for name in skip]
+    return kept + _transfer(fused, [rgb, flow], skip)
 
 
 def cross_modality_kernel(rgb_kernel: np.ndarray, channels: int) -> np.ndarray:

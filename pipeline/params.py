@@ -211,6 +211,9 @@ class FusionParams:
     conv_init: str = field(metadata=_one_of("sum", "sum_gaussian", "random"))
     conv_init_weights: list[float]
     train_below: bool
+    head_init: str = field(metadata=_one_of("streams", "random"))
+    epochs: int = field(metadata=_between(0, 100_000))
+    lr: float = field(metadata=_between(0.0, 10.0))
 
     def _check(self) -> list[str]:
         if len(self.conv_init_weights) != 2:
@@ -223,9 +226,31 @@ class FusionParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    """``train``: how the networks are trained (more keys come with the training stages)."""
+    """``train``: how the networks are trained (the streams; the fusion stage takes its epochs
+    and learning rate from ``fusion``)."""
 
     weights: str = field(metadata=_one_of("none", "imagenet"))
+    optimizer: str = field(metadata=_one_of("adam", "sgd"))
+    epochs: int = field(metadata=_between(1, 100_000))
+    batch_size: int = field(metadata=_between(1, 1_000_000))
+    lr: float = field(metadata=_between(0.0, 10.0))
+    lr_decay_epochs: list[int]
+    momentum: float = field(metadata=_between(0.0, 1.0))
+    weight_decay: float = field(metadata=_between(0.0, 1.0))
+    strategy: str = field(metadata=_one_of("auto", "default", "mirrored", "multi_worker"))
+    mixed_precision: str = field(
+        metadata=_one_of("auto", "float32", "mixed_bfloat16", "mixed_float16")
+    )
+    jit_compile: bool
+    seed: int = field(metadata=_between(0, 2**31 - 1))
+
+    def _check(self) -> list[str]:
+        if any(e < 1 for e in self.lr_decay_epochs):
+            return [
+                f"train.lr_decay_epochs: got {self.lr_decay_epochs}; allowed: epochs >= 1 "
+                "after which the learning rate is divided by 10"
+            ]
+        return []
 
 
 @dataclass(frozen=True)

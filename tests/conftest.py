@@ -35,3 +35,49 @@ def make_video():
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory, repo_params):
+    """A project folder with params.yaml and the data of a tiny synthetic run, up to shards.
+
+    4 classes x 12 videos of 12 frames at 32x32 (train 28, val 4, test 16), T=1, L=4, crops of 28.
+    """
+    import os
+
+    from pipeline import flow, ingest, shard, synthesize
+    from pipeline.params import parse_params
+
+    root = tmp_path_factory.mktemp("tiny_project")
+    raw = copy.deepcopy(repo_params)
+    raw["synthetic"].update(
+        colors=2,
+        motions=2,
+        videos_per_class=12,
+        frames=12,
+        size=32,
+        test_fraction=0.34,
+        out=str(root / "data/raw"),
+    )
+    raw["data"].update(
+        root=str(root / "data/raw"), lists=str(root / "data/raw"), min_frames=8, val_fraction=0.25
+    )
+    raw["flow"].update(workers=2)
+    raw["clip"].update(frames=1, flow_stack=4, crop=28, scales=[1.0, 0.875], shuffle_buffer=16)
+    raw["eval"].update(clips=2, batch_size=8)
+    raw["train"].update(batch_size=8, epochs=3, lr=0.001)
+    raw["fusion"].update(epochs=2, lr=0.003)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = parse_params(raw)
+    synthesize.synthesize(params.synthetic, root / "data/raw")
+    classes, rows, rejected = ingest.ingest(params.data)
+    ingest.write_outputs(root / "data", classes, rows, rejected)
+    here = os.getcwd()
+    os.chdir(root)  # manifest paths are relative to the project
+    try:
+        rows = ingest.read_manifest()
+        flow.run_flow(params.flow, rows, root / "data/videos", root / "data/flow_failed.csv")
+        shard.write_shards(rows, params.shard, str(root / "data/videos"), str(root / "data/shards"))
+    finally:
+        os.chdir(here)
+    return root

@@ -27,12 +27,18 @@ def _jpeg(value, h, w, channels):
 
 def _write_video(videos_dir, video_id, label, n, h=20, w=24, offset=0):
     serialized = records.encode_record(
-        video_id=video_id, label=label, height=h, width=w, flow_bound=20.0,
+        video_id=video_id,
+        label=label,
+        height=h,
+        width=w,
+        flow_bound=20.0,
         rgb=[_jpeg(10 * i + offset, h, w, 3) for i in range(n)],
         flow_x=[_jpeg(100 + j, h, w, 1) for j in range(n - 1)],
         flow_y=[_jpeg(50 + j, h, w, 1) for j in range(n - 1)],
-        flow_engine="test", flow_params={"bound": 20.0}, cache_key=video_id,
-    )  # fmt: skip
+        flow_engine="test",
+        flow_params={"bound": 20.0},
+        cache_key=video_id,
+    )
     records.write_record(str(videos_dir / f"{video_id}.tfrecord"), serialized)
 
 
@@ -53,8 +59,14 @@ def corpus(tmp_path, raw_params):
     raw_params["shard"].update(target_mb=1, min_shards=2)
     params = parse_params(raw_params)
     index = write_shards(rows, params.shard, str(videos), str(tmp_path / "shards"))
-    return {"params": params, "rows": rows, "index": index, "videos": videos,
-            "shards": str(tmp_path / "shards"), "tmp": tmp_path}  # fmt: skip
+    return {
+        "params": params,
+        "rows": rows,
+        "index": index,
+        "videos": videos,
+        "shards": str(tmp_path / "shards"),
+        "tmp": tmp_path,
+    }
 
 
 def _eval_clips(corpus, split="test", mode="both", **clip):
@@ -134,10 +146,16 @@ def test_missing_records_and_too_few_videos(corpus):
     with pytest.raises(
         ShardError, match="the val split has 2 videos, fewer than shard.min_shards = 3"
     ):
-        plan_shards(corpus["rows"], dict.fromkeys((r["video_id"] for r in corpus["rows"]), 10),
-                    dataclasses.replace(corpus["params"].shard, min_shards=3))  # fmt: skip
-    big = plan_shards(corpus["rows"], dict.fromkeys((r["video_id"] for r in corpus["rows"]), 2**20),
-                      dataclasses.replace(corpus["params"].shard, target_mb=2))  # fmt: skip
+        plan_shards(
+            corpus["rows"],
+            dict.fromkeys((r["video_id"] for r in corpus["rows"]), 10),
+            dataclasses.replace(corpus["params"].shard, min_shards=3),
+        )
+    big = plan_shards(
+        corpus["rows"],
+        dict.fromkeys((r["video_id"] for r in corpus["rows"]), 2**20),
+        dataclasses.replace(corpus["params"].shard, target_mb=2),
+    )
     assert [len(big[s]) for s in ("train", "val", "test")] == [3, 2, 2]
 
 
@@ -216,8 +234,13 @@ def test_training_batches(corpus):
         # each x value is either 100 + j or its mirror 256 - (100 + j), the same for the clip
         assert np.all(xs >= 100) or np.all(xs <= 156), xs
     for mode, shape in (("rgb", (4, 3, 16, 16, 3)), ("flow", (4, 3, 16, 16, 8))):
-        x, y = next(iter(clip_dataset("train", params, mode, training=True, batch_size=4,
-                                      shards_dir=corpus["shards"])))  # fmt: skip
+        x, y = next(
+            iter(
+                clip_dataset(
+                    "train", params, mode, training=True, batch_size=4, shards_dir=corpus["shards"]
+                )
+            )
+        )
         assert x.shape == shape
 
 

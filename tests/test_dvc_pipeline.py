@@ -36,6 +36,10 @@ def project(tmp_path_factory):
         colors=2, motions=2, videos_per_class=4, frames=16, size=48, test_fraction=0.25
     )
     params["data"].update(min_frames=8)
+    params["clip"].update(flow_stack=4, crop=40)
+    params["eval"].update(clips=2)
+    params["train"].update(epochs=1, batch_size=4)
+    params["fusion"].update(epochs=1)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(dst, "git", "init", "-q")
     _run(dst, "git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
@@ -43,7 +47,7 @@ def project(tmp_path_factory):
     return dst
 
 
-STAGES = ("synthesize", "ingest", "flow", "shard")
+STAGES = ("synthesize", "ingest", "flow", "shard", "train_rgb", "train_flow", "train_fusion")
 
 
 def test_repro_runs_every_stage_then_skips_them(project):
@@ -80,6 +84,26 @@ def test_flow_rerun_by_dvc_reuses_its_persisted_cache(project):
     assert "Running stage 'flow'" in out
     assert "flow: 16 videos (16 reused from cache, 0 computed, 0 failed)" in out
     _run(project, "dvc", "repro")  # back to the committed code
+
+
+def test_a_fusion_change_leaves_the_streams_cached(project):
+    _run(project, "dvc", "repro")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    original = params["fusion"]["method"]
+    params["fusion"]["method"] = "max"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = _run(project, "dvc", "status")
+        assert "train_fusion:" in status and "modified:" in status
+        assert "train_rgb" not in status and "train_flow" not in status
+        out = _run(project, "dvc", "repro")
+        assert "Running stage 'train_fusion'" in out
+        assert (
+            "Stage 'train_rgb' didn't change" in out and "Stage 'train_flow' didn't change" in out
+        )
+    finally:
+        params["fusion"]["method"] = original
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def test_steering_params_rerun_nothing(project):

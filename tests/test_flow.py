@@ -44,8 +44,10 @@ def _shifted_video(path, dx, dy, frames=3, size=64, seed=0):
 
 
 def _rows(paths):
-    return [{"video_id": p.stem, "path": str(p), "label": i % 3, "frames": _count(p)}
-            for i, p in enumerate(paths)]  # fmt: skip
+    return [
+        {"video_id": p.stem, "path": str(p), "label": i % 3, "frames": _count(p)}
+        for i, p in enumerate(paths)
+    ]
 
 
 def _count(path):
@@ -61,8 +63,10 @@ def _record(out_dir, video_id):
 
 
 def _decoded_flow(rec, i):
-    xy = [cv2.imdecode(np.frombuffer(rec[k][i], np.uint8), cv2.IMREAD_GRAYSCALE)
-          for k in ("flow_x", "flow_y")]  # fmt: skip
+    xy = [
+        cv2.imdecode(np.frombuffer(rec[k][i], np.uint8), cv2.IMREAD_GRAYSCALE)
+        for k in ("flow_x", "flow_y")
+    ]
     return records.dequantize_flow(np.stack(xy, -1), rec["flow_bound"])
 
 
@@ -132,8 +136,9 @@ def test_cache_reuse_content_change_touch_param_change_and_removal(tmp_path, fp,
     assert (first.reused, first.computed, first.failed) == (0, 4, [])
     stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
 
-    again = fl.run_flow(dataclasses.replace(fp, workers=1, max_failure_fraction=0.5), rows, out,
-                        failed)  # fmt: skip
+    again = fl.run_flow(
+        dataclasses.replace(fp, workers=1, max_failure_fraction=0.5), rows, out, failed
+    )
     assert (again.reused, again.computed) == (4, 0)
 
     os.utime(videos[1])  # a bare touch: same content
@@ -158,15 +163,18 @@ def _project(tmp_path, rows, params):
     (tmp_path / "data").mkdir(parents=True, exist_ok=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     cols = ["video_id", "path", "label", "class_name", "split", "frames", "fps", "width", "height"]
-    lines = [",".join(cols)] + [f"{r['video_id']},{r['path']},{r['label']},c,train,{r['frames']},"
-                                "25,32,32" for r in rows]  # fmt: skip
+    lines = [",".join(cols)] + [
+        f"{r['video_id']},{r['path']},{r['label']},c,train,{r['frames']},25,32,32" for r in rows
+    ]
     (tmp_path / "data/manifest.csv").write_text("\n".join(lines) + "\n")
     return tmp_path
 
 
 def test_killed_run_resumes_to_identical_records(tmp_path, raw_params, videos):
-    more = videos + [_shifted_video(tmp_path / "raw" / f"vid{i}.avi", 0.3, -0.1 * i, frames=10,
-                                    size=64, seed=i) for i in range(4, 12)]  # fmt: skip
+    more = videos + [
+        _shifted_video(tmp_path / "raw" / f"vid{i}.avi", 0.3, -0.1 * i, frames=10, size=64, seed=i)
+        for i in range(4, 12)
+    ]
     rows = _rows(more)
     raw_params["flow"].update(workers=1, size=None)
     reference = tmp_path / "reference"
@@ -174,9 +182,14 @@ def test_killed_run_resumes_to_identical_records(tmp_path, raw_params, videos):
 
     project = _project(tmp_path / "killed", rows, raw_params)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.flow"], cwd=project, env=env,
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.flow"],
+        cwd=project,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = project / "data/videos" / fl.CACHE_LOG
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -189,8 +202,13 @@ def test_killed_run_resumes_to_identical_records(tmp_path, raw_params, videos):
     done_before = len(log.read_text().splitlines())
     assert 2 <= done_before < len(rows)
 
-    resumed = subprocess.run([sys.executable, "-m", "pipeline.flow"], cwd=project, env=env,
-                             capture_output=True, text=True)  # fmt: skip
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pipeline.flow"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"({done_before} reused from cache, {len(rows) - done_before} computed" in resumed.stdout
     for row in rows:
@@ -225,8 +243,9 @@ def test_bad_videos_are_recorded_and_the_rest_finishes(tmp_path, fp, videos):
     assert "the worker died" in reasons["vid3"] and "exit code -6" in reasons["vid3"]
     assert [p.name for p in out.glob("*.tfrecord")] == ["vid2.tfrecord"]
     # under the limit the stage succeeds, and keeps the failures on record
-    summary = fl.run_flow(dataclasses.replace(fp, max_failure_fraction=0.8), rows, out, failed,
-                          task=crashing_task)  # fmt: skip
+    summary = fl.run_flow(
+        dataclasses.replace(fp, max_failure_fraction=0.8), rows, out, failed, task=crashing_task
+    )
     assert (summary.reused, summary.computed, len(summary.failed)) == (1, 0, 3)
     assert len(failed.read_text().splitlines()) == 4
 

@@ -68,8 +68,9 @@ def test_every_valid_combination_builds_and_runs(tiny, method, layer, temporal, 
     assert set(out) == expected
     if layer != "softmax":
         fusion = model.get_layer("fusion")
-        assert isinstance(fusion, {"conv": mdl.ConvFusion, "bilinear": mdl.BilinearFusion,
-                                   **mdl.FUSIONS}[method])  # fmt: skip
+        assert isinstance(
+            fusion, {"conv": mdl.ConvFusion, "bilinear": mdl.BilinearFusion, **mdl.FUSIONS}[method]
+        )
 
 
 @pytest.mark.parametrize(
@@ -91,8 +92,14 @@ def test_invalid_combinations_say_why(tiny, method, layer, temporal, also_late):
 
 
 def test_pool3d_collapses_time_and_conv3d_fuses_over_it(tiny):
-    params = _params(tiny, method="conv", layer="relu5", temporal="conv3d_pool3d", also_late=True,
-                     conv_init="sum_gaussian")  # fmt: skip
+    params = _params(
+        tiny,
+        method="conv",
+        layer="relu5",
+        temporal="conv3d_pool3d",
+        also_late=True,
+        conv_init="sum_gaussian",
+    )
     model = build_fused(params)
     assert tuple(model.get_layer("fusion").kernel.shape) == (3, 3, 3, 256, 128)
     assert model.get_layer("rgb_pool5").output.shape == (None, 1, 1, 1, 128)
@@ -117,8 +124,12 @@ def test_weights_copied_from_streams_and_frozen_below_the_fusion_point(tiny):
     base = parse_params(tiny)
     rgb, flow = build_stream("rgb", base), build_stream("flow", base)
     for layer in rgb.layers + flow.layers:  # make every weight distinguishable
-        layer.set_weights([np.random.default_rng(len(layer.name)).normal(size=w.shape)
-                           for w in layer.get_weights()])  # fmt: skip
+        layer.set_weights(
+            [
+                np.random.default_rng(len(layer.name)).normal(size=w.shape)
+                for w in layer.get_weights()
+            ]
+        )
     fused = build_fused(_params(tiny, method="conv", layer="relu3", also_late=True))
     unfilled = init_from_streams(fused, rgb, flow)
     assert unfilled == ["fusion: not in the stream models (new in the fused net)"]
@@ -128,10 +139,22 @@ def test_weights_copied_from_streams_and_frozen_below_the_fusion_point(tiny):
             for w, v in zip(layer.get_weights(), sources[layer.name].get_weights(), strict=True):
                 np.testing.assert_array_equal(w, v)
     below = {"rgb_norm", "flow_norm"} | {
-        f"{t}_{n}" for t in ("rgb", "flow")
-        for n in ("conv1", "conv1_bn", "conv1_relu", "pool1", "conv2", "conv2_bn", "conv2_relu",
-                  "pool2", "conv3", "conv3_bn", "conv3_relu")
-    }  # fmt: skip
+        f"{t}_{n}"
+        for t in ("rgb", "flow")
+        for n in (
+            "conv1",
+            "conv1_bn",
+            "conv1_relu",
+            "pool1",
+            "conv2",
+            "conv2_bn",
+            "conv2_relu",
+            "pool2",
+            "conv3",
+            "conv3_bn",
+            "conv3_relu",
+        )
+    }
     for layer in fused.layers:
         if layer.name in ("rgb", "flow"):
             continue
@@ -175,8 +198,15 @@ def test_one_training_step(tiny, also_late):
 
 
 def test_save_load_round_trip_without_custom_objects(tiny, tmp_path):
-    params = _params(tiny, method="conv", layer="relu5", temporal="conv3d_pool3d", also_late=True,
-                     conv_init="sum_gaussian", conv_init_weights=[0.25, 0.75])  # fmt: skip
+    params = _params(
+        tiny,
+        method="conv",
+        layer="relu5",
+        temporal="conv3d_pool3d",
+        also_late=True,
+        conv_init="sum_gaussian",
+        conv_init_weights=[0.25, 0.75],
+    )
     model = build_fused(params)
     model.save(tmp_path / "fused.keras")
     loaded = keras.saving.load_model(tmp_path / "fused.keras")
@@ -196,8 +226,13 @@ def test_vgg_m_2048_tap_sizes_match_caffe(raw_params):
         n: stream.get_layer(f"rgb_{n}").output.shape[2:]
         for n in ("conv1", "conv2", "conv3", "conv5", "pool5")
     }
-    assert sizes == {"conv1": (109, 109, 96), "conv2": (26, 26, 256), "conv3": (13, 13, 512),
-                     "conv5": (13, 13, 512), "pool5": (6, 6, 512)}  # fmt: skip
+    assert sizes == {
+        "conv1": (109, 109, 96),
+        "conv2": (26, 26, 256),
+        "conv3": (13, 13, 512),
+        "conv5": (13, 13, 512),
+        "pool5": (6, 6, 512),
+    }
     assert stream.get_layer("rgb_pool2").output.shape[2:] == (13, 13, 256)  # rounded up, not 12
     assert count_params(stream) == 90_627_813  # the paper's count for one spatial net, 101 classes
 
