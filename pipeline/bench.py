@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     flow.add_argument("--frames", type=int, default=25)
     reader = sub.add_parser("reader", help="training clips/s from shards, 1 core and all")
     reader.add_argument("--seconds", type=float, default=20.0)
-    rate = sub.add_parser("reader-rate", help=argparse.SUPPRESS)  # one measurement (internal)
+    rate = sub.add_parser("reader-rate")  # one pinned measurement, run by `reader` itself
     rate.add_argument("shards")
     rate.add_argument("cores", type=int)
     rate.add_argument("seconds", type=float)

@@ -130,7 +130,7 @@ def flow_video(path: str, expected_frames: int, p: FlowParams) -> VideoFlow:
             if size is None:
                 size = target_size(frame.shape[1], frame.shape[0], p.size)
             if (frame.shape[1], frame.shape[0]) != size:
-                shrink = size[0] < frame.shape[1]
+                shrink = size[0] * size[1] < frame.shape[0] * frame.shape[1]
                 interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
                 frame = cv2.resize(frame, size, interpolation=interp)
             rgb.append(cv2.imencode(".jpg", frame, jpeg)[1].tobytes())
@@ -281,6 +281,7 @@ def run_flow(
         try:
             content, stat = _content_hash(row, old)
         except OSError as exc:
+            (out_dir / f"{row['video_id']}.tfrecord").unlink(missing_ok=True)  # never stale
             failed.append({**row, "reason": f"cannot read the video: {exc}"})
             continue
         key = cache_key(settings, content, row["video_id"], row["label"])

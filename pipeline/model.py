@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -466,6 +467,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         node = raw
         for part in path:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ModelError(f"-S {item}: {part!r} is a value, not a section of params.yaml")
         node[last] = yaml.safe_load(value)
     return raw
 
@@ -490,10 +493,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         raw = yaml.safe_load(Path(PARAMS_FILE).read_text())
-        params = parse_params(apply_overrides(raw, args.set))
+        source = PARAMS_FILE + (" with -S " + " -S ".join(args.set) if args.set else "")
+        params = parse_params(apply_overrides(raw, args.set), source=source)
         model = build_stream(args.stream, params) if args.stream else build_fused(params)
     except PipelineError as exc:
         sys.exit(f"model: {exc}")
+    os.environ.setdefault("COLUMNS", "120")  # rich cuts the table at 80 columns off a terminal
     model.summary(line_length=120, expand_nested=False)
     print(f"params: {count_params(model)}")
 

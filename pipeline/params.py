@@ -336,6 +336,7 @@ def _parse_section(cls: type, name: str, raw: Any, errors: list[str]) -> Any:
         where = f"{name}.{key}" if name else key
         errors.append(f"{where}: unknown {what[:-1]}; allowed {what}: {', '.join(known)}")
     before = len(errors)
+    own_failed = False  # a problem with one of this section's own keys (not a nested section's)
     values: dict[str, Any] = {}
     for key, f in known.items():
         tp, where = hints[f.name], f"{name}.{key}" if name else key
@@ -347,6 +348,7 @@ def _parse_section(cls: type, name: str, raw: Any, errors: list[str]) -> Any:
             continue
         if key not in raw:
             errors.append(f"{where}: missing; allowed: {_allowed(f, tp)}")
+            own_failed = True
             continue
         ok, value = _coerce(raw[key], tp)
         meta = f.metadata
@@ -357,12 +359,15 @@ def _parse_section(cls: type, name: str, raw: Any, errors: list[str]) -> Any:
             ok = (lo is None or value >= lo) and (hi is None or value <= hi)
         if not ok:
             errors.append(f"{where}: got {raw[key]!r}; allowed: {_allowed(f, tp)}")
+            own_failed = True
         values[f.name] = value
-    if len(errors) > before:
+    if own_failed or len(errors) > before and not hasattr(cls, "_check"):
         return None
+    # the cross-field rules run even when a nested section failed, so that every problem is
+    # reported at once (a failed nested section is None here; no rule reads one)
     section = cls(**values)
     errors.extend(section._check() if hasattr(section, "_check") else [])
-    return section
+    return None if len(errors) > before else section
 
 
 def parse_params(raw: Any, source: str = PARAMS_FILE) -> Params:

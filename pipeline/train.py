@@ -155,9 +155,11 @@ def run_key(stream: str, params: Params, shards_dir: str, models_dir: Path) -> s
     """Everything a run depends on: a checkpoint is resumed only under the same key."""
     parts = {
         "stream": stream,
-        "params": {k: asdict(getattr(params, k)) for k in ("clip", "model", "train", "fusion")},
-        "shards": Path(shards_dir, INDEX).read_text() if Path(shards_dir, INDEX).exists() else "",
+        "params": {k: asdict(getattr(params, k)) for k in ("clip", "model", "train")},
+        "shards": _index(shards_dir),
     }
+    if stream == "fusion":  # a stream never depends on fusion.*: its checkpoints survive edits
+        parts["fusion"] = asdict(params.fusion)
     if stream == "fusion":
         for name in ("rgb", "flow"):
             path = models_dir / f"{name}.keras"
@@ -184,9 +186,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**31 - 1)
 
 
+def _index(shards_dir: str) -> str:
+    path = f"{shards_dir}/{INDEX}"
+    if not tf.io.gfile.exists(path):
+        raise TrainError(f"{path} not found: run the shard stage first (dvc repro shard)")
+    with tf.io.gfile.GFile(path) as f:
+        return f.read()
+
+
 def count_videos(split: str, shards_dir: str) -> int:
-    index = json.loads(Path(shards_dir, INDEX).read_text())
-    return index["splits"][split]["videos"]
+    return json.loads(_index(shards_dir))["splits"][split]["videos"]
 
 
 # ---- the loops -----------------------------------------------------------------------------

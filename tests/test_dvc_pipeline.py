@@ -1,6 +1,7 @@
 """End to end: `dvc repro` of the real dvc.yaml on tiny params, in a scratch git repo."""
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -47,7 +48,19 @@ def project(tmp_path_factory):
     return dst
 
 
-STAGES = ("synthesize", "ingest", "flow", "shard", "train_rgb", "train_flow", "train_fusion")
+STAGES = (
+    "synthesize",
+    "ingest",
+    "flow",
+    "shard",
+    "train_rgb",
+    "train_flow",
+    "train_fusion",
+    "evaluate_rgb",
+    "evaluate_flow",
+    "evaluate_fusion",
+    "evaluate_late",
+)
 
 
 def test_repro_runs_every_stage_then_skips_them(project):
@@ -66,6 +79,12 @@ def test_repro_runs_every_stage_then_skips_them(project):
     assert len(list((project / "data/videos").glob("*.tfrecord"))) == 16
     assert "flow: 16 videos (0 reused from cache, 16 computed, 0 failed), 240 pairs" in out
     assert "shard: train 8 videos in 2 shards, val 4 videos in 2 shards, test 4 videos in 2" in out
+    for name in ("rgb", "flow", "fusion", "late"):
+        metrics = json.loads((project / f"metrics/{name}.json").read_text())
+        assert metrics["videos"] == 4 and 0 <= metrics["top1"] <= 1
+        assert (project / f"metrics/{name}_confusion.png").exists()
+    plots = _run(project, "dvc", "plots", "show", "--json")
+    assert "metrics/fusion_confusion.csv" in plots
     out = _run(project, "dvc", "repro")
     for stage in STAGES:
         assert f"Stage '{stage}' didn't change" in out
@@ -97,10 +116,9 @@ def test_a_fusion_change_leaves_the_streams_cached(project):
         assert "train_fusion:" in status and "modified:" in status
         assert "train_rgb" not in status and "train_flow" not in status
         out = _run(project, "dvc", "repro")
-        assert "Running stage 'train_fusion'" in out
-        assert (
-            "Stage 'train_rgb' didn't change" in out and "Stage 'train_flow' didn't change" in out
-        )
+        assert "Running stage 'train_fusion'" in out and "Running stage 'evaluate_fusion'" in out
+        for stage in ("train_rgb", "train_flow", "evaluate_rgb", "evaluate_flow", "evaluate_late"):
+            assert f"Stage '{stage}' didn't change" in out
     finally:
         params["fusion"]["method"] = original
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

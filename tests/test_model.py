@@ -331,3 +331,11 @@ print(model(x)["prediction"].shape, loaded)
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "(1, 3) False"
+
+
+def test_overrides_name_the_bad_path():
+    with pytest.raises(ModelError, match="'method' is a value, not a section"):
+        mdl.apply_overrides({"fusion": {"method": "conv"}}, ["fusion.method.x=1"])
+    assert mdl.apply_overrides({"fusion": {"method": "conv"}}, ["fusion.method=max"]) == {
+        "fusion": {"method": "max"}
+    }

@@ -149,3 +149,12 @@ def test_nested_tvl1_section_is_checked(raw_params):
     raw_params["flow"]["tvl1"]["warps"] = 5
     with pytest.raises(ParamsError, match="median_filtering: got 4; allowed: an odd integer"):
         parse_params(raw_params)
+
+
+def test_cross_field_rules_run_when_a_nested_section_also_fails(raw_params):
+    raw_params["flow"]["size"] = [64]
+    raw_params["flow"]["tvl1"]["median_filtering"] = 4
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw_params)
+    assert "flow.size: got [64]" in str(err.value)
+    assert "flow.tvl1.median_filtering: got 4" in str(err.value)

@@ -307,3 +307,18 @@ def test_stage_needs_trained_streams_for_fusion(tiny_project, tmp_path):
     with pytest.raises(tr.TrainError, match="train the rgb stream first"):
         tr.build_model("fusion", params, 4, tmp_path / "nothing")
     assert Path(tiny_project / "data/classes.txt").exists()
+
+
+def test_checkpoint_key_of_a_stream_ignores_fusion_params(tiny_project):
+    params = load_params(tiny_project / "params.yaml")
+    other = dataclasses.replace(params, fusion=dataclasses.replace(params.fusion, method="max"))
+    shards = str(tiny_project / "data/shards")
+    for stream in ("rgb", "flow"):
+        assert tr.run_key(stream, params, shards, Path("m")) == tr.run_key(
+            stream, other, shards, Path("m")
+        )
+    assert tr.run_key("fusion", params, shards, Path("m")) != tr.run_key(
+        "fusion", other, shards, Path("m")
+    )
+    with pytest.raises(tr.TrainError, match="run the shard stage first"):
+        tr.count_videos("train", str(tiny_project / "nowhere"))
