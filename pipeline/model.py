@@ -76,6 +76,13 @@ def _pool5_3d(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
     return keras.layers.MaxPooling3D((t, 2, 2), strides=(2, 2, 2), name=name)(x)
 
 
+def _pool5(pool3d: bool, name: str) -> Callable[[keras.KerasTensor], keras.KerasTensor]:
+    """pool5 of VGG-16 and ``small``: 2×2 max pooling per frame, or the paper's 3D pooling."""
+    if pool3d:
+        return lambda x: _pool5_3d(x, name)
+    return lambda x: _td(keras.layers.MaxPooling2D(2, 2), name)(x)
+
+
 def _head(p: str, classes: int, dropout: float, fc: tuple[int, int]) -> list[Stage]:
     """fc6, fc7 (ReLU + dropout) and fc8 (softmax, averaged over the T snippets)."""
 
@@ -154,14 +161,9 @@ def vgg16(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -> lis
 
         return run
 
-    def pool5(x: keras.KerasTensor) -> keras.KerasTensor:
-        if pool3d:
-            return _pool5_3d(x, f"{p}block5_pool")
-        return _td(keras.layers.MaxPooling2D(2, 2), f"{p}block5_pool")(x)
-
     return [
         *((f"relu{b}", block(b)) for b in range(1, 6)),
-        ("pool5", pool5),
+        ("pool5", _pool5(pool3d, f"{p}block5_pool")),
         *_head(p, classes, dropout, (4096, 4096)),
     ]
 
@@ -196,18 +198,13 @@ def small(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -> lis
 
         return run
 
-    def pool5(x: keras.KerasTensor) -> keras.KerasTensor:
-        if pool3d:
-            return _pool5_3d(x, f"{p}pool5")
-        return _td(keras.layers.MaxPooling2D(2, 2), f"{p}pool5")(x)
-
     return [
         ("relu1", conv(32, "conv1")),
         ("relu2", conv(64, "conv2", "pool1")),
         ("relu3", conv(128, "conv3", "pool2")),
         ("relu4", conv(128, "conv4")),
         ("relu5", conv(128, "conv5", "pool4")),
-        ("pool5", pool5),
+        ("pool5", _pool5(pool3d, f"{p}pool5")),
         *_head(p, classes, dropout, (128, 128)),
     ]
 
