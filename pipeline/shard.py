@@ -22,13 +22,12 @@ import sys
 from collections import Counter
 
 from pipeline import records
-from pipeline.ingest import read_manifest
+from pipeline.ingest import SPLITS, read_manifest
 from pipeline.params import PipelineError, ShardParams, load_params
 
 VIDEOS_DIR = "data/videos"
 SHARDS_DIR = "data/shards"
 INDEX = "index.json"
-SPLITS = ("train", "val", "test")
 
 
 class ShardError(PipelineError):

@@ -319,6 +319,10 @@ def custom_loop_epochs(
         ]
         return tf.add_n(losses)
 
+    def count_correct(outputs: dict, y: tf.Tensor) -> tf.Tensor:
+        hits = tf.equal(tf.argmax(outputs["prediction"], -1, tf.int32), y)
+        return tf.reduce_sum(tf.cast(hits, tf.float32))
+
     def step_fn(x: object, y: dict) -> tuple:
         labels = next(iter(y.values()))
         with tf.GradientTape() as tape:
@@ -329,10 +333,7 @@ def custom_loop_epochs(
             scaled_loss = optimizer.scale_loss(loss) if scaled else loss
         grads = tape.gradient(scaled_loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        correct = tf.reduce_sum(
-            tf.cast(tf.equal(tf.argmax(out["prediction"], -1, tf.int32), labels), tf.float32)
-        )
-        return loss, correct
+        return loss, count_correct(out, labels)
 
     @tf.function(jit_compile=jit_compile)
     def train_step(iterator: object) -> tuple:
@@ -345,10 +346,7 @@ def custom_loop_epochs(
         labels = next(iter(y.values()))
         out = model(x, training=False)
         loss = tf.reduce_sum(per_example(out, labels))
-        correct = tf.reduce_sum(
-            tf.cast(tf.equal(tf.argmax(out["prediction"], -1, tf.int32), labels), tf.float32)
-        )
-        return loss, correct, tf.cast(tf.shape(labels)[0], tf.float32)
+        return loss, count_correct(out, labels), tf.cast(tf.shape(labels)[0], tf.float32)
 
     for epoch in range(start, epochs):
         iterator = iter(strategy.experimental_distribute_dataset(train_ds(epoch).repeat()))
@@ -420,7 +418,8 @@ def train(
             notes = [f"resuming after epoch {start} from {ckpt}"]
         else:
             model, notes = build_model(stream, params, classes, models_dir)
-            weights = loss_weights(model)
+        weights = loss_weights(model)
+        if not start:
             optimizer = make_optimizer(params, setting["lr"], steps)
             if policy == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -431,7 +430,6 @@ def train(
                 metrics={"prediction": ["accuracy"]},
                 jit_compile=t.jit_compile,
             )
-    weights = loss_weights(model)
     for line in notes:
         print(f"train {stream}: {line}", flush=True)
     print(
