@@ -180,6 +180,7 @@ def clip_dataset(
     batch_size: int,
     shards_dir: str = SHARDS_DIR,
     seed: int | None = None,
+    files: list[str] | None = None,
 ) -> tf.data.Dataset:
     """Batched clips of ``split`` read from the shards (see the module docstring).
 
@@ -193,11 +194,13 @@ def clip_dataset(
         seed: training only: with a seed, the order of the videos and every random choice
             (start, crop, flip) are fixed by it and the pipeline runs deterministically (the
             training stage passes one seed per epoch); without, it runs as fast as it can.
+        files: read these record files instead of the split's shards (``pipeline.predict``
+            passes the one record it made of a user's video).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     c = params.clip
-    files = shard_files(split, shards_dir)
+    files = list(files) if files is not None else shard_files(split, shards_dir)
     deterministic = not training or seed is not None
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training:

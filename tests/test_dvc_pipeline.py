@@ -60,6 +60,7 @@ STAGES = (
     "evaluate_flow",
     "evaluate_fusion",
     "evaluate_late",
+    "report",
 )
 
 
@@ -85,6 +86,11 @@ def test_repro_runs_every_stage_then_skips_them(project):
         assert (project / f"metrics/{name}_confusion.png").exists()
     plots = _run(project, "dvc", "plots", "show", "--json")
     assert "metrics/fusion_confusion.csv" in plots
+    summary = (project / "reports/summary.md").read_text()
+    assert summary in out  # the stage prints its table: `make repro` ends with it
+    assert "| Two-stream fusion | conv | relu5 | avg2d |" in summary
+    assert "Margin of the fused net over the best baseline" in summary
+    assert (project / "reports/summary.png").exists()
     out = _run(project, "dvc", "repro")
     for stage in STAGES:
         assert f"Stage '{stage}' didn't change" in out
@@ -116,9 +122,13 @@ def test_a_fusion_change_leaves_the_streams_cached(project):
         assert "train_fusion:" in status and "modified:" in status
         assert "train_rgb" not in status and "train_flow" not in status
         out = _run(project, "dvc", "repro")
-        assert "Running stage 'train_fusion'" in out and "Running stage 'evaluate_fusion'" in out
-        for stage in ("train_rgb", "train_flow", "evaluate_rgb", "evaluate_flow", "evaluate_late"):
+        rerun = ("train_fusion", "evaluate_fusion", "report")
+        assert sorted(line for line in out.splitlines() if line.startswith("Running stage")) == [
+            f"Running stage '{stage}':" for stage in sorted(rerun)
+        ]
+        for stage in set(STAGES) - set(rerun):
             assert f"Stage '{stage}' didn't change" in out
+        assert "| Two-stream fusion | max | relu5 | avg2d |" in out
     finally:
         params["fusion"]["method"] = original
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -143,6 +153,29 @@ def test_exp_run_with_a_new_seed_reruns_every_stage(project):
     assert "16 computed" in out  # new videos: the flow cache has nothing for them
     after = (project / "data/raw/synthetic/RedUp/v_RedUp_g01_c01.avi").read_bytes()
     assert before != after
+    # one table over the workspace, the commit and the experiment (dvc exp show --json)
+    out = _run(project, sys.executable, "-m", "pipeline.report", "--experiments")
+    rows = [line for line in out.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) >= 2 and all("| conv | relu5 | avg2d |" in row for row in rows)
+    assert (project / "reports/experiments.png").exists()
+
+
+def test_predict_one_video_with_the_trained_model(project):
+    _run(project, "dvc", "repro")
+    video = "data/raw/synthetic/GreenUp/v_GreenUp_g01_c01.avi"
+    out = _run(project, sys.executable, "-m", "pipeline.predict", video, "--top", "3")
+    lines = out.strip().splitlines()
+    assert lines[0].startswith(f"{video} (models/fusion.keras")
+    ranked = [line.split() for line in lines[1:]]
+    assert [r[0] for r in ranked] == ["1.", "2.", "3."]
+    names = (project / "data/classes.txt").read_text().split()
+    assert all(r[1] in names for r in ranked)
+    scores = [float(r[2]) for r in ranked]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0001
+    out = _run(
+        project, sys.executable, "-m", "pipeline.predict", video, "--model", "models/rgb.keras"
+    )
+    assert "1. " in out
 
 
 def test_bad_params_stop_the_stage_before_any_work(project):
