@@ -22,10 +22,10 @@ $(STAMP): pyproject.toml requirements.lock
 repro: $(STAMP)
 	dvc repro
 
-# layers/ must run on any Keras backend: its tests run once under JAX here, then again under
-# TensorFlow (the default) with the rest of the suite.
+# layers/ and the keras TV-L1 must run on any Keras backend: their tests run once under JAX
+# here, then again under TensorFlow (the default) with the rest of the suite.
 test: $(STAMP) lint
-	KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider tests/test_layers.py
+	KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider tests/test_layers.py tests/test_tvl1.py
 	python -m pytest
 
 lint: $(STAMP)

@@ -3,6 +3,7 @@
     python -m pipeline.bench flow [--videos 4] [--frames 25]
     python -m pipeline.bench reader [--seconds 20]
     python -m pipeline.bench train [--steps 20] [-S key=value ...]
+    python -m pipeline.bench tvl1 [--pairs 8]
 
 ``flow``: on the same 320×240 videos, frame pairs per second of (1) a bare
 ``DualTVL1OpticalFlow.calc`` loop on one core over frames decoded beforehand, (2) the flow stage
@@ -19,6 +20,12 @@ line is ``reader clips/s per core: X.X`` (all cores' rate / cores).
 overrides; ``fusion`` by default, ``--stream rgb|flow`` for one stream) on random uint8 clips
 held in memory, so only the device is measured, with the precision and XLA settings the
 training stage would use. Ends with ``train clips/s: X.X (device)``.
+
+``tvl1``: frame pairs per second of TV-L1 at 340×256 with ``flow.tvl1``: OpenCV on one core,
+OpenCV on all cores (one process per core), and the keras engine (``pipeline.tvl1``, batches
+of ``flow.batch`` pairs, after compiling) under every installed Keras backend, each in its own
+process, on whatever device that backend sees (a GPU when there is one). Ends with
+``keras tvl1 speedup vs one opencv core: X.X (device)`` for the fastest keras run.
 """
 
 from __future__ import annotations
@@ -101,6 +108,94 @@ def bench_flow(videos: int, frames: int) -> None:
         overhead = rates[1] / bare
         scaling = rates[cores] / (cores * rates[1])
         print(f"flow overhead ratio: {overhead:.2f}  scaling efficiency: {scaling:.2f}")
+
+
+def _grey_pairs(pairs: int) -> np.ndarray:
+    frames = _scene(0, pairs + 1, 340, 256)
+    return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])
+
+
+def _opencv_pairs(args: tuple) -> int:
+    """Worker of the all-cores OpenCV measurement: the flow of pairs ``lo .. hi - 1``."""
+    lo, hi, pairs = args
+    cv2.setNumThreads(1)
+    grey = _grey_pairs(pairs)
+    tvl1 = create_tvl1(load_params().flow.tvl1)
+    for i in range(lo, hi):
+        tvl1.calc(grey[i], grey[i + 1], None)
+    return hi - lo
+
+
+def keras_tvl1_rate(pairs: int) -> tuple[float, str]:
+    """Pairs/s of the keras engine on this process's backend and device, after compiling."""
+    import keras
+
+    from pipeline import tvl1
+
+    p = load_params().flow
+    grey = _grey_pairs(p.batch)
+    i0, i1 = grey[:-1], grey[1:]
+    i0, i1 = np.resize(i0, (p.batch, *i0.shape[1:])), np.resize(i1, (p.batch, *i1.shape[1:]))
+    start = time.perf_counter()
+    tvl1.tvl1(i0, i1, p.tvl1)  # compiles
+    compile_s = time.perf_counter() - start
+    calls = max(1, -(-pairs // p.batch))
+    start = time.perf_counter()
+    for _ in range(calls):
+        tvl1.tvl1(i0, i1, p.tvl1)
+    rate = calls * p.batch / (time.perf_counter() - start)
+    device = "GPU" if tvl1.gpu_visible() else "CPU"
+    print(f"# first call (compiling) {compile_s:.1f} s", file=sys.stderr)
+    return rate, f"{keras.backend.backend()} {device}"
+
+
+def bench_tvl1(pairs: int) -> None:
+    import importlib.util
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    p = load_params().flow
+    cores = len(os.sched_getaffinity(0))
+    print(f"tvl1 benchmark: 340x256, OpenCV {cv2.__version__}, {cores} cores, {p.tvl1}")
+    cv2.setNumThreads(1)
+    grey = _grey_pairs(pairs)
+    tvl1 = create_tvl1(p.tvl1)
+    start = time.perf_counter()
+    for i in range(pairs):
+        tvl1.calc(grey[i], grey[i + 1], None)
+    one = pairs / (time.perf_counter() - start)
+    print(f"opencv, 1 core:                 {one:7.2f} pairs/s ({1000 / one:.0f} ms per pair)")
+    n = max(pairs, cores)
+    chunks = [(k * n // cores, (k + 1) * n // cores, n) for k in range(cores)]
+    with ProcessPoolExecutor(cores, mp_context=get_context("spawn")) as pool:
+        list(pool.map(_opencv_pairs, [(0, 1, 1)] * cores))  # start the workers
+        start = time.perf_counter()
+        done = sum(pool.map(_opencv_pairs, chunks))
+    allcores = done / (time.perf_counter() - start)
+    print(f"opencv, {cores} cores:{'':<{17 - len(str(cores))}}{allcores:7.2f} pairs/s")
+    best = None
+    for backend in ("tensorflow", "jax", "torch"):
+        if importlib.util.find_spec(backend) is None:
+            continue
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        out = subprocess.run(
+            [sys.executable, "-m", "pipeline.bench", "tvl1-rate", str(pairs)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode != 0:
+            print(f"keras ({backend}): failed\n{out.stderr[-2000:]}")
+            continue
+        rate, device = out.stdout.strip().splitlines()[-1].split(" ", 1)
+        rate = float(rate)
+        label = f"keras ({device}, batch {p.batch}):"
+        print(f"{label:<32}{rate:7.2f} pairs/s ({1000 / rate:.0f} ms per pair)")
+        if best is None or rate > best[0]:
+            best = (rate, device)
+    if best:
+        print(f"keras tvl1 vs opencv on all cores: {best[0] / allcores:.2f}x ({best[1]})")
+        print(f"keras tvl1 speedup vs one opencv core: {best[0] / one:.1f} ({best[1]})")
 
 
 def _reader_corpus(root: Path, videos: int = 16, frames: int = 48) -> str:
@@ -274,8 +369,17 @@ def main(argv: list[str] | None = None) -> None:
     trainer.add_argument("--steps", type=int, default=20)
     trainer.add_argument("--stream", choices=("rgb", "flow", "fusion"), default="fusion")
     trainer.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE")
+    tv = sub.add_parser("tvl1", help="TV-L1 pairs/s: OpenCV against the keras engine")
+    tv.add_argument("--pairs", type=int, default=8)
+    one = sub.add_parser("tvl1-rate")  # one keras measurement, run by `tvl1` per backend
+    one.add_argument("pairs", type=int)
     args = parser.parse_args(argv)
-    if args.what == "train":
+    if args.what == "tvl1":
+        bench_tvl1(args.pairs)
+    elif args.what == "tvl1-rate":
+        rate, device = keras_tvl1_rate(args.pairs)
+        print(f"{rate} {device}")
+    elif args.what == "train":
         bench_train(args.set, args.stream, args.steps)
     elif args.what == "flow":
         bench_flow(args.videos, args.frames)

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.ingest import CLASSES_FILE
 from pipeline.params import Params, PipelineError, load_params
 
 NAMES = ("rgb", "flow", "fusion", "late")
 MODELS_DIR = Path("models")
 SCORES_DIR = Path("scores")
 METRICS_DIR = Path("metrics")
-CLASSES_FILE = Path("data/classes.txt")
 
 
 class EvaluateError(PipelineError):
@@ -257,6 +257,9 @@ def evaluate(
     from pipeline.model import count_params
 
     extra = {"model": getattr(model, "name", name), "parameters": count_params(model)}
+    if name == "fusion":  # for the report's table (and `dvc exp show`)
+        f = params.fusion
+        extra.update(method=f.method, layer=f.layer, temporal=f.temporal, also_late=f.also_late)
     return write_outputs(name, ids, labels, scores, int(counts.max()), extra, class_names)
 
 

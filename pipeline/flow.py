@@ -35,7 +35,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +105,45 @@ class VideoFlow:
     seconds: float
 
 
+def _frames(path: str, p: FlowParams) -> Iterator[np.ndarray]:
+    """The video's BGR frames, resized by ``flow.size``, one at a time."""
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise ValueError("cannot be opened as a video any more (changed since ingest?)")
+    size = None
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return
+            if size is None:
+                size = target_size(frame.shape[1], frame.shape[0], p.size)
+            if (frame.shape[1], frame.shape[0]) != size:
+                shrink = size[0] * size[1] < frame.shape[0] * frame.shape[1]
+                interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+                frame = cv2.resize(frame, size, interpolation=interp)
+            yield frame
+    finally:
+        cap.release()
+
+
+def _check_count(decoded: int, expected_frames: int) -> None:
+    if decoded < max(2, expected_frames):
+        raise ValueError(
+            f"decoded only {decoded} of the {expected_frames} frames the manifest lists "
+            "(the file changed or broke since ingest; re-run ingest)"
+        )
+
+
+def encode_flow(flow: np.ndarray, p: FlowParams) -> tuple[bytes, bytes]:
+    """One flow field ``(H, W, 2)`` in pixels as the records keep it: two uint8 JPEGs."""
+    q = records.quantize_flow(flow, p.bound)
+    jpeg = [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality]
+    return tuple(cv2.imencode(".jpg", q[..., c], jpeg)[1].tobytes() for c in (0, 1))
+
+
 def flow_video(path: str, expected_frames: int, p: FlowParams) -> VideoFlow:
-    """Decode ``path`` and compute the flow of every consecutive pair (frames streamed).
+    """Decode ``path`` and compute OpenCV's flow of every consecutive pair (frames streamed).
 
     Raises:
         ValueError: the video cannot be opened, or decodes fewer frames than ``expected_frames``
@@ -116,54 +153,74 @@ def flow_video(path: str, expected_frames: int, p: FlowParams) -> VideoFlow:
     # frame pair of another size its results differ (up to 0.28 px measured), so reusing one
     # instance would make a record depend on which video its worker happened to do before.
     tvl1 = create_tvl1(p.tvl1)
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        raise ValueError("cannot be opened as a video any more (changed since ingest?)")
     jpeg = [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality]
     rgb, flow_x, flow_y = [], [], []
-    prev, size, start = None, None, time.perf_counter()
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if size is None:
-                size = target_size(frame.shape[1], frame.shape[0], p.size)
-            if (frame.shape[1], frame.shape[0]) != size:
-                shrink = size[0] * size[1] < frame.shape[0] * frame.shape[1]
-                interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-                frame = cv2.resize(frame, size, interpolation=interp)
-            rgb.append(cv2.imencode(".jpg", frame, jpeg)[1].tobytes())
-            grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            if prev is not None:
-                q = records.quantize_flow(tvl1.calc(prev, grey, None), p.bound)
-                flow_x.append(cv2.imencode(".jpg", q[..., 0], jpeg)[1].tobytes())
-                flow_y.append(cv2.imencode(".jpg", q[..., 1], jpeg)[1].tobytes())
-            prev = grey
-    finally:
-        cap.release()
-    if len(rgb) < max(2, expected_frames):
-        raise ValueError(
-            f"decoded only {len(rgb)} of the {expected_frames} frames the manifest lists "
-            "(the file changed or broke since ingest; re-run ingest)"
-        )
-    return VideoFlow(rgb, flow_x, flow_y, size[0], size[1], time.perf_counter() - start)
+    prev, start = None, time.perf_counter()
+    for frame in _frames(path, p):
+        rgb.append(cv2.imencode(".jpg", frame, jpeg)[1].tobytes())
+        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        if prev is not None:
+            x, y = encode_flow(tvl1.calc(prev, grey, None), p)
+            flow_x.append(x)
+            flow_y.append(y)
+        prev = grey
+    _check_count(len(rgb), expected_frames)
+    h, w = prev.shape
+    return VideoFlow(rgb, flow_x, flow_y, w, h, time.perf_counter() - start)
+
+
+@dataclass
+class DecodedVideo:
+    """What a decoding worker of the keras engine sends back: RGB JPEGs and grey frames."""
+
+    rgb: list[bytes]
+    grey: np.ndarray  # (F, H, W) uint8
+
+
+def decode_video(path: str, expected_frames: int, p: FlowParams) -> DecodedVideo:
+    """Decode ``path`` for the keras engine (the flow is computed in batches by the parent)."""
+    jpeg = [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality]
+    rgb, grey = [], []
+    for frame in _frames(path, p):
+        rgb.append(cv2.imencode(".jpg", frame, jpeg)[1].tobytes())
+        grey.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    _check_count(len(rgb), expected_frames)
+    return DecodedVideo(rgb, np.stack(grey))
+
+
+def resolve_engine(engine: str) -> str:
+    """``flow.engine`` as run: ``auto`` is ``keras`` when a GPU is visible, else ``opencv``."""
+    if engine != "auto":
+        return engine
+    from pipeline import tvl1
+
+    return "keras" if tvl1.gpu_visible() else "opencv"
 
 
 # ---- cache ---------------------------------------------------------------------------------
 
 
-def record_settings(p: FlowParams) -> dict:
-    """Every value that shapes a record; part of each record's cache key and context."""
-    return {
+def record_settings(p: FlowParams, engine: str | None = None) -> dict:
+    """Every value that shapes a record; part of each record's cache key and context.
+
+    ``engine`` is the engine actually run (``flow.engine`` resolved); its library versions
+    (and, for keras, the backend and the batch size it compiles for) are part of the key.
+    """
+    engine = engine or resolve_engine(p.engine)
+    settings = {
         "schema_version": records.SCHEMA_VERSION,
-        "engine": p.engine,
+        "engine": engine,
         "engine_version": f"opencv {cv2.__version__}",
         "size": p.size,
         "bound": p.bound,
         "jpeg_quality": p.jpeg_quality,
         "tvl1": dataclasses.asdict(p.tvl1),
     }
+    if engine == "keras":
+        from pipeline import tvl1
+
+        settings.update(engine_version=tvl1.engine_version(), batch=p.batch)
+    return settings
 
 
 def file_sha256(path: str) -> str:
@@ -272,7 +329,8 @@ def run_flow(
     for f in out_dir.iterdir():  # leftovers of a killed run, and videos no longer listed
         if f.name.endswith(".tmp") or (f.suffix == ".tfrecord" and f.stem not in wanted):
             f.unlink()
-    settings = record_settings(p)
+    engine = resolve_engine(p.engine)
+    settings = record_settings(p, engine)
     logged = load_cache_log(out_dir)
     entries: dict[str, dict] = {}  # the cache log rewritten at the end: current videos only
     todo, failed = [], []
@@ -297,48 +355,41 @@ def run_flow(
     workers = min(p.workers or len(os.sched_getaffinity(0)), max(len(todo), 1))
     progress = Progress(len(todo))
     pairs = 0
+    if engine == "keras":
+        results = _keras_results(todo, p, workers)
+    else:
+        results = _opencv_results(todo, p, workers, task)
     try:
-        with ProcessPool(
-            max_workers=workers,
-            initializer=_init_worker,
-            context=multiprocessing.get_context("spawn"),
-        ) as pool:
-            futures = {
-                pool.schedule(task, (row["path"], row["frames"], p)): (row, entry)
-                for row, entry in todo
-            }
-            for future in concurrent.futures.as_completed(futures):
-                row, entry = futures[future]
-                record = out_dir / f"{row['video_id']}.tfrecord"
-                try:
-                    result = future.result()
-                except Exception as exc:  # a bad video, or a worker that died
-                    record.unlink(missing_ok=True)  # never leave a stale record behind
-                    failed.append({**row, "reason": _failure_reason(exc)})
-                    progress.update(0)
-                    continue
-                records.write_record(
-                    str(record),
-                    records.encode_record(
-                        video_id=row["video_id"],
-                        label=row["label"],
-                        height=result.height,
-                        width=result.width,
-                        flow_bound=p.bound,
-                        rgb=result.rgb,
-                        flow_x=result.flow_x,
-                        flow_y=result.flow_y,
-                        flow_engine=settings["engine_version"],
-                        flow_params=settings,
-                        cache_key=entry["key"],
-                    ),
-                )
-                log.write(json.dumps(entry) + "\n")
-                log.flush()
-                entries[row["video_id"]] = entry
-                pairs += len(result.flow_x)
-                progress.update(len(result.flow_x))
+        for row, entry, result in results:
+            record = out_dir / f"{row['video_id']}.tfrecord"
+            if isinstance(result, BaseException):  # a bad video, or a worker that died
+                record.unlink(missing_ok=True)  # never leave a stale record behind
+                failed.append({**row, "reason": _failure_reason(result)})
+                progress.update(0)
+                continue
+            records.write_record(
+                str(record),
+                records.encode_record(
+                    video_id=row["video_id"],
+                    label=row["label"],
+                    height=result.height,
+                    width=result.width,
+                    flow_bound=p.bound,
+                    rgb=result.rgb,
+                    flow_x=result.flow_x,
+                    flow_y=result.flow_y,
+                    flow_engine=settings["engine_version"],
+                    flow_params=settings,
+                    cache_key=entry["key"],
+                ),
+            )
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+            entries[row["video_id"]] = entry
+            pairs += len(result.flow_x)
+            progress.update(len(result.flow_x))
     finally:
+        results.close()  # stops the worker processes, also on an error or Ctrl-C
         progress.close()
         log.close()
         _rewrite_log(out_dir, entries)
@@ -356,6 +407,118 @@ def run_flow(
             f"{examples}\n  see {failed_csv}; the {len(entries)} finished records are kept"
         )
     return summary
+
+
+Result = tuple[dict, dict, "VideoFlow | BaseException"]
+
+
+def _opencv_results(
+    todo: list[tuple[dict, dict]],
+    p: FlowParams,
+    workers: int,
+    task: Callable[[str, int, FlowParams], VideoFlow],
+) -> Iterator[Result]:
+    """OpenCV engine: each worker process decodes a video and computes its flow."""
+    with ProcessPool(
+        max_workers=workers,
+        initializer=_init_worker,
+        context=multiprocessing.get_context("spawn"),
+    ) as pool:
+        futures = {
+            pool.schedule(task, (row["path"], row["frames"], p)): (row, entry)
+            for row, entry in todo
+        }
+        for future in concurrent.futures.as_completed(futures):
+            row, entry = futures[future]
+            try:
+                yield row, entry, future.result()
+            except Exception as exc:
+                yield row, entry, exc
+
+
+@dataclass
+class _Job:
+    """A decoded video waiting for the flows of its pairs (keras engine)."""
+
+    row: dict
+    entry: dict
+    video: DecodedVideo
+    flow_x: list
+    flow_y: list
+    left: int
+    start: float
+
+
+def _keras_results(todo: list[tuple[dict, dict]], p: FlowParams, workers: int) -> Iterator[Result]:
+    """Keras engine: worker processes decode ahead (at most ``2 × workers + 2`` videos in
+    memory); this process computes the flow of ``flow.batch`` pairs at a time, pairs of
+    several videos together when they have the same frame size."""
+    from pipeline import tvl1
+
+    pending = list(reversed(todo))
+    in_flight: dict = {}
+    queues: dict[tuple[int, int], list[tuple[_Job, int]]] = {}
+    window = 2 * workers + 2
+
+    def run_batch(size: tuple[int, int], n: int) -> Iterator[Result]:
+        chunk, queues[size][:n] = queues[size][:n], []
+        padded = min(p.batch, 1 << (len(chunk) - 1).bit_length())  # few shapes to compile
+        take = [*chunk, *[chunk[-1]] * (padded - len(chunk))]
+        i0 = np.stack([job.video.grey[i] for job, i in take])
+        i1 = np.stack([job.video.grey[i + 1] for job, i in take])
+        try:
+            flows = tvl1.tvl1(i0, i1, p.tvl1)
+        except Exception as exc:  # noqa: BLE001 (the videos of this batch fail, the run goes on)
+            for job in {id(job): job for job, _ in chunk}.values():
+                if job.left > 0:
+                    job.left = -1
+                    yield job.row, job.entry, exc
+            return
+        for (job, i), flow in zip(chunk, flows, strict=False):
+            if job.left <= 0:
+                continue
+            job.flow_x[i], job.flow_y[i] = encode_flow(flow, p)
+            job.left -= 1
+            if job.left == 0:
+                h, w = job.video.grey.shape[1:]
+                seconds = time.perf_counter() - job.start
+                yield (
+                    job.row,
+                    job.entry,
+                    VideoFlow(job.video.rgb, job.flow_x, job.flow_y, w, h, seconds),
+                )
+
+    with ProcessPool(
+        max_workers=workers,
+        initializer=_init_worker,
+        context=multiprocessing.get_context("spawn"),
+    ) as pool:
+        while pending or in_flight or any(queues.values()):
+            while pending and len(in_flight) < window:
+                row, entry = pending.pop()
+                future = pool.schedule(decode_video, (row["path"], row["frames"], p))
+                in_flight[future] = (row, entry, time.perf_counter())
+            full = any(len(q) >= p.batch for q in queues.values())
+            if in_flight:
+                done, _ = concurrent.futures.wait(
+                    in_flight,
+                    timeout=0 if full else None,
+                    return_when=concurrent.futures.FIRST_COMPLETED,
+                )
+                for future in done:
+                    row, entry, start = in_flight.pop(future)
+                    try:
+                        video = future.result()
+                    except Exception as exc:
+                        yield row, entry, exc
+                        continue
+                    n = len(video.grey) - 1
+                    job = _Job(row, entry, video, [b""] * n, [b""] * n, n, start)
+                    queue = queues.setdefault(video.grey.shape[1:], [])
+                    queue.extend((job, i) for i in range(n))
+            for size, queue in queues.items():  # partial batches only once nothing is coming
+                while len(queue) >= p.batch or (queue and not in_flight and not pending):
+                    yield from run_batch(size, min(len(queue), p.batch))
 
 
 def _rewrite_log(out_dir: Path, entries: dict[str, dict]) -> None:

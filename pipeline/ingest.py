@@ -47,6 +47,8 @@ from pipeline.params import DataParams, PipelineError, load_params
 
 OUT_DIR = Path("data")
 MANIFEST = OUT_DIR / "manifest.csv"
+CLASSES_FILE = OUT_DIR / "classes.txt"
+"""Class names, one per line, in label order: what models and reports name labels by."""
 MANIFEST_COLUMNS = (
     "video_id",
     "path",

@@ -39,10 +39,10 @@ from layers import (
     RGBNormalization,
     SumFusion,
 )
+from pipeline.ingest import CLASSES_FILE
 from pipeline.params import PARAMS_FILE, Params, PipelineError, parse_params
 
 STAGES = ("relu1", "relu2", "relu3", "relu4", "relu5", "pool5", "fc6", "fc7", "fc8")
-CLASSES_FILE = Path("data/classes.txt")
 IMAGENET_MEAN = (123.68, 116.78, 103.94)  # RGB
 FUSIONS = {"sum": SumFusion, "max": MaxFusion, "concat": ConcatFusion}
 

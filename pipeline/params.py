@@ -121,7 +121,8 @@ class TVL1Params:
 class FlowParams:
     """``flow``: TV-L1 optical flow for every video, and how the per-video records look."""
 
-    engine: str = field(metadata=_one_of("opencv"))
+    engine: str = field(metadata=_one_of("opencv", "keras", "auto"))
+    batch: int = field(metadata=_between(1, 4096))
     size: int | list[int] | None = field(metadata=_between(16, 4096))
     bound: float = field(metadata=_between(0.5, 1000.0))
     jpeg_quality: int = field(metadata=_between(1, 100))

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.ingest import CLASSES_FILE
 from pipeline.params import Params, PipelineError, load_params
 
 DEFAULT_MODEL = Path("models/fusion.keras")
-CLASSES_FILE = Path("data/classes.txt")
 
 
 class PredictError(PipelineError):

@@ -186,3 +186,14 @@ def test_bad_params_stop_the_stage_before_any_work(project):
     out = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True)
     assert out.returncode != 0
     assert "synthetic.colors: got 9; allowed: an integer in [2, 6]" in out.stdout + out.stderr
+
+
+def test_keras_flow_engine_feeds_the_same_stages(project):
+    _run(project, "dvc", "repro")
+    out = _run(project, "dvc", "exp", "run", "-S", "flow.engine=keras")
+    assert "Running stage 'flow'" in out and "16 computed" in out  # the engine is in the key
+    for stage in ("shard", "train_fusion", "evaluate_fusion", "report"):
+        assert f"Running stage '{stage}'" in out
+    index = json.loads((project / "data/shards/index.json").read_text())
+    assert index["flow_params"]["engine"] == "keras"
+    assert json.loads((project / "metrics/fusion.json").read_text())["videos"] == 4

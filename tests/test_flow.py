@@ -271,3 +271,54 @@ def test_missing_manifest_says_run_ingest(tmp_path, raw_params, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="run the ingest stage first"):
         fl.main([])
+
+
+def test_keras_engine_writes_the_records_opencv_does(tmp_path, fp, videos, raw_params):
+    """Same schema and frames, flows within JPEG rounding; a bad video fails alone; the cache
+    keys on the engine actually run; the reader takes the records unchanged."""
+    wide = _shifted_video(tmp_path / "raw" / "wide.avi", 1.0, 0.0, frames=5, size=48)
+    broken = tmp_path / "raw" / "broken.avi"
+    broken.write_bytes(b"not a video")
+    rows = _rows([*videos, wide])
+    rows.append({"video_id": "broken", "path": str(broken), "label": 0, "frames": 5})
+    keras_p = dataclasses.replace(fp, engine="keras", batch=4, max_failure_fraction=0.5)
+    ours = fl.run_flow(keras_p, rows, tmp_path / "k", tmp_path / "kf.csv")
+    fl.run_flow(fp, rows[:-1], tmp_path / "o", tmp_path / "of.csv")
+    assert (ours.computed, ours.pairs, len(ours.failed)) == (5, 16, 1)
+    assert "cannot be opened" in ours.failed[0]["reason"]
+    for row in rows[:-1]:
+        k, o = _record(tmp_path / "k", row["video_id"]), _record(tmp_path / "o", row["video_id"])
+        assert k.keys() == o.keys() and k["rgb"] == o["rgb"]
+        assert (k["width"], k["height"], k["num_frames"]) == (
+            o["width"],
+            o["height"],
+            o["num_frames"],
+        )
+        assert k["flow_params"]["engine"] == "keras" and k["flow_engine"].startswith("keras ")
+        for i in range(len(k["flow_x"])):
+            diff = np.abs(_decoded_flow(k, i) - _decoded_flow(o, i))
+            step = 2 * fp.bound / 255  # one uint8 level: engines agree to a fraction of it
+            assert diff.mean() < step / 2, (row["video_id"], i, diff.mean())
+    _read_back(tmp_path, rows[:-1], raw_params)
+    again = fl.run_flow(keras_p, rows[:-1], tmp_path / "k", tmp_path / "kf.csv")
+    assert (again.reused, again.computed) == (5, 0)
+    switched = fl.run_flow(fp, rows[:-1], tmp_path / "k", tmp_path / "kf.csv")
+    assert (switched.reused, switched.computed) == (0, 5)  # another engine: recomputed
+    assert fl.resolve_engine("auto") == "opencv"  # no GPU here
+
+
+def _read_back(tmp_path, rows, raw_params):
+    """The shard stage and the clip reader take the keras engine's records unchanged."""
+    from pipeline import shard
+    from pipeline.dataset import clip_dataset
+
+    rows = [{**row, "split": "test", "class_name": f"c{row['label']}"} for row in rows]
+    raw_params["shard"].update(min_shards=1)
+    raw_params["clip"].update(frames=1, flow_stack=2, crop=24)
+    raw_params["eval"].update(clips=2)
+    params = parse_params(raw_params)
+    shards = str(tmp_path / "shards")
+    shard.write_shards(rows, params.shard, str(tmp_path / "k"), shards)
+    ds = clip_dataset("test", params, "both", training=False, batch_size=4, shards_dir=shards)
+    inputs, _, _ = next(iter(ds))
+    assert inputs["flow"].shape == (4, 1, 24, 24, 4) and inputs["rgb"].shape == (4, 1, 24, 24, 3)
