@@ -188,6 +188,33 @@ def decode_video(path: str, expected_frames: int, p: FlowParams) -> DecodedVideo
     return DecodedVideo(rgb, np.stack(grey))
 
 
+def batched_flow(i0: np.ndarray, i1: np.ndarray, p: FlowParams) -> np.ndarray:
+    """The keras engine's flow of up to ``flow.batch`` pairs, always run as a full batch (the
+    last pair repeated): one compiled shape, and a pair's flow never depends on how many
+    pairs came with it (XLA's code, and so its rounding, changes with the batch size)."""
+    from pipeline import tvl1
+
+    n = len(i0)
+    pad = [n - 1] * (p.batch - n)
+    i0, i1 = np.concatenate([i0, i0[pad]]), np.concatenate([i1, i1[pad]])
+    return tvl1.tvl1(i0, i1, p.tvl1)[:n]
+
+
+def flow_video_keras(path: str, expected_frames: int, p: FlowParams) -> VideoFlow:
+    """:func:`flow_video` with the keras engine, in this process (``pipeline.predict``)."""
+    start = time.perf_counter()
+    video = decode_video(path, expected_frames, p)
+    flow_x, flow_y = [], []
+    for lo in range(0, len(video.grey) - 1, p.batch):
+        hi = min(lo + p.batch, len(video.grey) - 1)
+        for flow in batched_flow(video.grey[lo:hi], video.grey[lo + 1 : hi + 1], p):
+            x, y = encode_flow(flow, p)
+            flow_x.append(x)
+            flow_y.append(y)
+    h, w = video.grey.shape[1:]
+    return VideoFlow(video.rgb, flow_x, flow_y, w, h, time.perf_counter() - start)
+
+
 def resolve_engine(engine: str) -> str:
     """``flow.engine`` as run: ``auto`` is ``keras`` when a GPU is visible, else ``opencv``."""
     if engine != "auto":
@@ -219,7 +246,10 @@ def record_settings(p: FlowParams, engine: str | None = None) -> dict:
     if engine == "keras":
         from pipeline import tvl1
 
-        settings.update(engine_version=tvl1.engine_version(), batch=p.batch)
+        # OpenCV still decodes, resizes and encodes: its version stays in the key
+        settings.update(
+            engine_version=f"{tvl1.engine_version()}; opencv {cv2.__version__}", batch=p.batch
+        )
     return settings
 
 
@@ -428,12 +458,15 @@ def _opencv_results(
             pool.schedule(task, (row["path"], row["frames"], p)): (row, entry)
             for row, entry in todo
         }
-        for future in concurrent.futures.as_completed(futures):
-            row, entry = futures[future]
-            try:
-                yield row, entry, future.result()
-            except Exception as exc:
-                yield row, entry, exc
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                row, entry = futures[future]
+                try:
+                    yield row, entry, future.result()
+                except Exception as exc:
+                    yield row, entry, exc
+        finally:
+            pool.stop()  # on an error or Ctrl-C: do not wait for the queued videos
 
 
 @dataclass
@@ -450,31 +483,30 @@ class _Job:
 
 
 def _keras_results(todo: list[tuple[dict, dict]], p: FlowParams, workers: int) -> Iterator[Result]:
-    """Keras engine: worker processes decode ahead (at most ``2 × workers + 2`` videos in
-    memory); this process computes the flow of ``flow.batch`` pairs at a time, pairs of
+    """Keras engine: worker processes decode ahead (about ``2 × workers + 2`` decoded videos
+    in memory); this process computes the flow of ``flow.batch`` pairs at a time, pairs of
     several videos together when they have the same frame size."""
-    from pipeline import tvl1
-
     pending = list(reversed(todo))
     in_flight: dict = {}
     queues: dict[tuple[int, int], list[tuple[_Job, int]]] = {}
     window = 2 * workers + 2
 
+    def held() -> int:  # decoded videos waiting for flows
+        return len({id(job) for q in queues.values() for job, _ in q})
+
     def run_batch(size: tuple[int, int], n: int) -> Iterator[Result]:
         chunk, queues[size][:n] = queues[size][:n], []
-        padded = min(p.batch, 1 << (len(chunk) - 1).bit_length())  # few shapes to compile
-        take = [*chunk, *[chunk[-1]] * (padded - len(chunk))]
-        i0 = np.stack([job.video.grey[i] for job, i in take])
-        i1 = np.stack([job.video.grey[i + 1] for job, i in take])
+        i0 = np.stack([job.video.grey[i] for job, i in chunk])
+        i1 = np.stack([job.video.grey[i + 1] for job, i in chunk])
         try:
-            flows = tvl1.tvl1(i0, i1, p.tvl1)
+            flows = batched_flow(i0, i1, p)
         except Exception as exc:  # noqa: BLE001 (the videos of this batch fail, the run goes on)
             for job in {id(job): job for job, _ in chunk}.values():
                 if job.left > 0:
                     job.left = -1
                     yield job.row, job.entry, exc
             return
-        for (job, i), flow in zip(chunk, flows, strict=False):
+        for (job, i), flow in zip(chunk, flows, strict=True):
             if job.left <= 0:
                 continue
             job.flow_x[i], job.flow_y[i] = encode_flow(flow, p)
@@ -488,37 +520,46 @@ def _keras_results(todo: list[tuple[dict, dict]], p: FlowParams, workers: int) -
                     VideoFlow(job.video.rgb, job.flow_x, job.flow_y, w, h, seconds),
                 )
 
+    def collect(done: set) -> Iterator[Result]:
+        for future in done:
+            row, entry, start = in_flight.pop(future)
+            try:
+                video = future.result()
+            except Exception as exc:
+                yield row, entry, exc
+                continue
+            n = len(video.grey) - 1
+            job = _Job(row, entry, video, [b""] * n, [b""] * n, n, start)
+            queues.setdefault(video.grey.shape[1:], []).extend((job, i) for i in range(n))
+
     with ProcessPool(
         max_workers=workers,
         initializer=_init_worker,
         context=multiprocessing.get_context("spawn"),
     ) as pool:
-        while pending or in_flight or any(queues.values()):
-            while pending and len(in_flight) < window:
-                row, entry = pending.pop()
-                future = pool.schedule(decode_video, (row["path"], row["frames"], p))
-                in_flight[future] = (row, entry, time.perf_counter())
-            full = any(len(q) >= p.batch for q in queues.values())
-            if in_flight:
-                done, _ = concurrent.futures.wait(
-                    in_flight,
-                    timeout=0 if full else None,
-                    return_when=concurrent.futures.FIRST_COMPLETED,
-                )
-                for future in done:
-                    row, entry, start = in_flight.pop(future)
-                    try:
-                        video = future.result()
-                    except Exception as exc:
-                        yield row, entry, exc
-                        continue
-                    n = len(video.grey) - 1
-                    job = _Job(row, entry, video, [b""] * n, [b""] * n, n, start)
-                    queue = queues.setdefault(video.grey.shape[1:], [])
-                    queue.extend((job, i) for i in range(n))
-            for size, queue in queues.items():  # partial batches only once nothing is coming
-                while len(queue) >= p.batch or (queue and not in_flight and not pending):
-                    yield from run_batch(size, min(len(queue), p.batch))
+        try:
+            while pending or in_flight or any(queues.values()):
+                while pending and len(in_flight) + held() < window:
+                    row, entry = pending.pop()
+                    future = pool.schedule(decode_video, (row["path"], row["frames"], p))
+                    in_flight[future] = (row, entry, time.perf_counter())
+                full = any(len(q) >= p.batch for q in queues.values())
+                if in_flight:
+                    done, _ = concurrent.futures.wait(
+                        in_flight,
+                        timeout=0 if full else None,
+                        return_when=concurrent.futures.FIRST_COMPLETED,
+                    )
+                    yield from collect(done)
+                for size, queue in queues.items():
+                    # a partial batch runs once nothing more can come, or when the decoded
+                    # videos held fill the window (frames of many sizes must not pile up)
+                    while len(queue) >= p.batch or (
+                        queue and ((not in_flight and not pending) or held() >= window)
+                    ):
+                        yield from run_batch(size, min(len(queue), p.batch))
+        finally:
+            pool.stop()  # on an error or Ctrl-C: do not wait for the queued videos
 
 
 def _rewrite_log(out_dir: Path, entries: dict[str, dict]) -> None:

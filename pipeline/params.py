@@ -131,14 +131,22 @@ class FlowParams:
     tvl1: TVL1Params
 
     def _check(self) -> list[str]:
+        problems = []
         if isinstance(self.size, list) and (
             len(self.size) != 2 or any(not 16 <= v <= 4096 for v in self.size)
         ):
-            return [
+            problems.append(
                 f"flow.size: got {self.size}; allowed: null (keep), N (shorter side), "
                 "or [W, H] with each in [16, 4096]"
-            ]
-        return []
+            )
+        t = self.tvl1
+        if self.engine != "opencv" and (t.gamma != 0 or t.median_filtering not in (1, 5)):
+            problems.append(
+                f"flow.engine {self.engine!r} implements flow.tvl1.gamma 0 and "
+                "median_filtering 1 (off) or 5, OpenCV's defaults (got gamma "
+                f"{t.gamma}, median_filtering {t.median_filtering}): use engine opencv"
+            )
+        return problems
 
 
 @dataclass(frozen=True)

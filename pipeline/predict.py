@@ -1,7 +1,7 @@
 """Try a trained model on one video: its top-5 classes with their scores.
 
 The video goes through the pipeline's own code with the ``params.yaml`` the model was trained
-with: decoding, resizing and TV-L1 flow as in stage ``flow`` (:func:`pipeline.flow.flow_video`),
+with: decoding, resizing and TV-L1 flow as in stage ``flow`` (the same ``flow.engine``),
 one record as the flow stage writes it, the evaluation clips of the reader
 (``eval.clips`` spaced over the video, and their mirror images when ``eval.flip``) and the
 softmax averaged over them, as in stage ``evaluate``.
@@ -79,11 +79,13 @@ def predict(video: Path, model_path: Path, params: Params) -> list[tuple[str, fl
     model = keras.saving.load_model(model_path, compile=False)
     check_inputs(model, params)
     mode = model_mode(model)
+    engine = flow.resolve_engine(params.flow.engine)
+    compute = flow.flow_video_keras if engine == "keras" else flow.flow_video
     try:
-        result = flow.flow_video(str(video), 2, params.flow)
+        result = compute(str(video), 2, params.flow)
     except ValueError as exc:
         raise PredictError(f"{video}: {exc}") from exc
-    settings = flow.record_settings(params.flow)
+    settings = flow.record_settings(params.flow, engine)
     with tempfile.TemporaryDirectory() as tmp:
         record = str(Path(tmp) / "video.tfrecord")
         records.write_record(

@@ -265,8 +265,10 @@ def _walk(node: object, found: list[tuple[str, dict]]) -> None:
 
 def experiment_rows(exp_show: list) -> list[dict]:
     """One row per revision that has all four metrics files; the others are left out."""
-    rows, seen = [], set()
-    for name, data in _found(exp_show):
+    rows, seen, results = [], set(), []
+    found = _found(exp_show)
+    found.sort(key=lambda item: item[0] == "workspace")  # named revisions first
+    for name, data in found:
         metrics = {}
         for file, content in (data.get("metrics") or {}).items():
             stem = Path(file).stem
@@ -275,6 +277,9 @@ def experiment_rows(exp_show: list) -> list[dict]:
         if any("top1" not in metrics.get(k, {}) for k in MODELS) or name in seen:
             continue
         seen.add(name)
+        if name == "workspace" and any(m == metrics for m in results):
+            continue  # the workspace holds the results of an experiment listed anyway
+        results.append(metrics)
         method, layer, temporal = _fusion_columns(metrics["fusion"].get("params", {}))
         baselines = {k: metrics[k]["top1"] for k in ("rgb", "flow", "late")}
         rows.append(
@@ -318,13 +323,19 @@ def dvc_exp_show() -> list:
     """``dvc exp show --json`` of the repository in the working directory."""
     try:
         out = subprocess.run(
-            ["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=False
+            ["dvc", "exp", "show", "--json", "--all-commits"],
+            capture_output=True,
+            text=True,
+            check=False,
         )
     except FileNotFoundError as exc:
         raise ReportError("dvc not found: run inside the project's .venv (make install)") from exc
     if out.returncode != 0:
         raise ReportError(f"dvc exp show --json failed:\n{out.stderr.strip()}")
-    return json.loads(out.stdout or "[]")
+    try:
+        return json.loads(out.stdout or "[]")
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"dvc exp show --json printed something that is not JSON: {exc}") from exc
 
 
 def experiments_report(exp_show: list, out_dir: Path = REPORTS_DIR) -> str:
@@ -355,6 +366,13 @@ def experiments_report(exp_show: list, out_dir: Path = REPORTS_DIR) -> str:
     return text
 
 
+def _read_json(path: Path) -> list:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReportError(f"--exp-json {path}: {exc}") from exc
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Tables and charts of the evaluated models.")
     parser.add_argument(
@@ -366,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         if args.experiments or args.exp_json:
-            data = json.loads(args.exp_json.read_text()) if args.exp_json else dvc_exp_show()
+            data = _read_json(args.exp_json) if args.exp_json else dvc_exp_show()
             text, out = experiments_report(data), REPORTS_DIR / "experiments.md"
         else:
             text, out = report(load_params()), REPORTS_DIR / "summary.md"

@@ -273,7 +273,7 @@ def _warp_iterations(
 def _one_level(i0: object, i1: object, u1: object, u2: object, t: TVL1Params) -> tuple:
     """OpenCV's procOneScale for a batch: ``warps`` warps, dual variables carried across."""
     if t.median_filtering > 1 and t.median_filtering != 5:
-        raise ValueError("the keras engine implements median_filtering 0, 1 or 5 (OpenCV's)")
+        raise ValueError("the keras engine implements median_filtering 1 (off) or 5 (OpenCV's)")
     i1x, i1y = centered_gradient(i1)
     zeros = ops.zeros_like(i0)
     p = (zeros, zeros, zeros, zeros)

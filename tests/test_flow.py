@@ -300,11 +300,13 @@ def test_keras_engine_writes_the_records_opencv_does(tmp_path, fp, videos, raw_p
             step = 2 * fp.bound / 255  # one uint8 level: engines agree to a fraction of it
             assert diff.mean() < step / 2, (row["video_id"], i, diff.mean())
     _read_back(tmp_path, rows[:-1], raw_params)
+    direct = fl.flow_video_keras(str(wide), 5, keras_p)  # what pipeline.predict runs
+    rec = _record(tmp_path / "k", "wide")
+    assert direct.rgb == rec["rgb"] and len(direct.flow_x) == len(rec["flow_x"]) == 4
     again = fl.run_flow(keras_p, rows[:-1], tmp_path / "k", tmp_path / "kf.csv")
     assert (again.reused, again.computed) == (5, 0)
     switched = fl.run_flow(fp, rows[:-1], tmp_path / "k", tmp_path / "kf.csv")
     assert (switched.reused, switched.computed) == (0, 5)  # another engine: recomputed
-    assert fl.resolve_engine("auto") == "opencv"  # no GPU here
 
 
 def _read_back(tmp_path, rows, raw_params):
@@ -322,3 +324,16 @@ def _read_back(tmp_path, rows, raw_params):
     ds = clip_dataset("test", params, "both", training=False, batch_size=4, shards_dir=shards)
     inputs, _, _ = next(iter(ds))
     assert inputs["flow"].shape == (4, 1, 24, 24, 4) and inputs["rgb"].shape == (4, 1, 24, 24, 3)
+
+
+def test_auto_engine_follows_the_gpu(monkeypatch, raw_params):
+    from pipeline import tvl1
+
+    monkeypatch.setattr(tvl1, "gpu_visible", lambda: False)
+    assert fl.resolve_engine("auto") == "opencv"
+    monkeypatch.setattr(tvl1, "gpu_visible", lambda: True)
+    assert fl.resolve_engine("auto") == "keras" and fl.resolve_engine("opencv") == "opencv"
+    raw_params["flow"].update(engine="auto")
+    raw_params["flow"]["tvl1"].update(median_filtering=3)
+    with pytest.raises(Exception, match="implements flow.tvl1.gamma 0 and median_filtering 1"):
+        parse_params(raw_params)

@@ -121,9 +121,11 @@ def test_experiments_table_from_dvc_exp_show(tmp_path):
         },
     ]
     rows = report.experiment_rows(exp_show)
-    assert [r["experiment"] for r in rows] == ["workspace", "main", "dizzy-owl"]
-    assert rows[2]["method"] == "max" and rows[2]["top1"] == 0.55
-    assert rows[2]["margin"] == pytest.approx(0.30)  # over flow, the best baseline
+    assert [r["experiment"] for r in rows] == ["main", "dizzy-owl", "workspace"]
+    exp_show[0] = _rev(None, "workspace", max_fusion)  # the workspace = the last experiment
+    assert [r["experiment"] for r in report.experiment_rows(exp_show)] == ["main", "dizzy-owl"]
+    assert rows[1]["method"] == "max" and rows[1]["top1"] == 0.55
+    assert rows[1]["margin"] == pytest.approx(0.30)  # over flow, the best baseline
     text = report.experiments_report(exp_show, tmp_path)
     assert "| dizzy-owl | max | relu5 | avg2d | 55.0% |" in text
     assert (tmp_path / "experiments.png").exists()
