@@ -307,12 +307,7 @@ def _found(exp_show: list) -> list[tuple[str, dict]]:
 
 EXPERIMENT_COLUMNS = {
     "experiment": "experiment",
-    "method": "fusion method",
-    "layer": "fusion layer",
-    "temporal": "temporal fusion",
-    "top1": "top-1",
-    "mean_class_accuracy": "mean class acc.",
-    "parameters": "#params",
+    **{k: v for k, v in SUMMARY_COLUMNS.items() if k != "model"},  # of the fused model
     "late": "late fusion top-1",
     "best_stream": "best stream top-1",
     "margin": "margin over best baseline",
