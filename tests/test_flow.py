@@ -337,3 +337,30 @@ def test_auto_engine_follows_the_gpu(monkeypatch, raw_params):
     raw_params["flow"]["tvl1"].update(median_filtering=3)
     with pytest.raises(Exception, match="implements flow.tvl1.gamma 0 and median_filtering 1"):
         parse_params(raw_params)
+
+
+def test_keras_engine_resumes_to_the_same_records(tmp_path, fp, videos, monkeypatch):
+    """Interrupted after its first batch, the keras engine keeps the finished video; the rerun
+    computes the rest, and every record equals an uninterrupted run's, byte for byte (a pair's
+    flow does not depend on which pairs shared its batch)."""
+    p = dataclasses.replace(fp, engine="keras", batch=4)
+    rows = _rows(videos)
+    clean = fl.run_flow(p, rows, tmp_path / "clean", tmp_path / "f.csv")
+    assert clean.computed == 4
+    real, calls = fl.batched_flow, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(fl, "batched_flow", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fl.run_flow(p, rows, tmp_path / "k", tmp_path / "f.csv")
+    monkeypatch.setattr(fl, "batched_flow", real)
+    resumed = fl.run_flow(p, rows, tmp_path / "k", tmp_path / "f.csv")
+    assert resumed.reused >= 1 and resumed.reused + resumed.computed == 4
+    for row in rows:
+        name = f"{row['video_id']}.tfrecord"
+        assert (tmp_path / "k" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
