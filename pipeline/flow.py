@@ -224,6 +224,25 @@ def resolve_engine(engine: str) -> str:
     return "keras" if tvl1.gpu_visible() else "opencv"
 
 
+def video_record(
+    video_id: str, label: int, result: VideoFlow, p: FlowParams, settings: dict, key: str
+) -> bytes:
+    """The serialised record of one video's frames and flows (:func:`record_settings` stamped)."""
+    return records.encode_record(
+        video_id=video_id,
+        label=label,
+        height=result.height,
+        width=result.width,
+        flow_bound=p.bound,
+        rgb=result.rgb,
+        flow_x=result.flow_x,
+        flow_y=result.flow_y,
+        flow_engine=settings["engine_version"],
+        flow_params=settings,
+        cache_key=key,
+    )
+
+
 # ---- cache ---------------------------------------------------------------------------------
 
 
@@ -399,19 +418,7 @@ def run_flow(
                 continue
             records.write_record(
                 str(record),
-                records.encode_record(
-                    video_id=row["video_id"],
-                    label=row["label"],
-                    height=result.height,
-                    width=result.width,
-                    flow_bound=p.bound,
-                    rgb=result.rgb,
-                    flow_x=result.flow_x,
-                    flow_y=result.flow_y,
-                    flow_engine=settings["engine_version"],
-                    flow_params=settings,
-                    cache_key=entry["key"],
-                ),
+                video_record(row["video_id"], row["label"], result, p, settings, entry["key"]),
             )
             log.write(json.dumps(entry) + "\n")
             log.flush()

@@ -90,19 +90,7 @@ def predict(video: Path, model_path: Path, params: Params) -> list[tuple[str, fl
         record = str(Path(tmp) / "video.tfrecord")
         records.write_record(
             record,
-            records.encode_record(
-                video_id=video.stem,
-                label=0,
-                height=result.height,
-                width=result.width,
-                flow_bound=params.flow.bound,
-                rgb=result.rgb,
-                flow_x=result.flow_x,
-                flow_y=result.flow_y,
-                flow_engine=settings["engine_version"],
-                flow_params=settings,
-                cache_key="predict",
-            ),
+            flow.video_record(video.stem, 0, result, params.flow, settings, "predict"),
         )
         _, _, scores, _ = evaluate.score_model(model, params, mode, "", files=[record])
     names = class_names(scores.shape[1])

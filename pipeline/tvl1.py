@@ -272,8 +272,6 @@ def _warp_iterations(
 
 def _one_level(i0: object, i1: object, u1: object, u2: object, t: TVL1Params) -> tuple:
     """OpenCV's procOneScale for a batch: ``warps`` warps, dual variables carried across."""
-    if t.median_filtering > 1 and t.median_filtering != 5:
-        raise ValueError("the keras engine implements median_filtering 1 (off) or 5 (OpenCV's)")
     i1x, i1y = centered_gradient(i1)
     zeros = ops.zeros_like(i0)
     p = (zeros, zeros, zeros, zeros)
@@ -337,6 +335,8 @@ def compiled(t: TVL1Params) -> object:
     """The solver for ``t``, compiled by the backend (XLA on TensorFlow and JAX)."""
     if t.gamma != 0:
         raise ValueError("the keras engine implements gamma 0 only (OpenCV's default)")
+    if t.median_filtering > 1 and t.median_filtering != 5:
+        raise ValueError("the keras engine implements median_filtering 1 (off) or 5 (OpenCV's)")
     fn = functools.partial(_tvl1, t=t)
     backend = keras.backend.backend()
     if backend == "jax":
