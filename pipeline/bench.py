@@ -42,8 +42,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline import records
-from pipeline.flow import create_tvl1, run_flow
+from pipeline import contracts
+from pipeline.flow import run_flow
+from pipeline.flow_compute import create_tvl1
 from pipeline.params import load_params
 from pipeline.synthesize import write_video
 
@@ -213,15 +214,15 @@ def _reader_corpus(root: Path, videos: int = 16, frames: int = 48) -> str:
         rgb = [cv2.imencode(".jpg", f, jpeg)[1].tobytes() for f in scene]
         fx, fy = [], []
         for c in coarse:
-            q = records.quantize_flow(
+            q = contracts.quantize_flow(
                 cv2.resize(c, (340, 256), interpolation=cv2.INTER_CUBIC), 20.0
             )
             fx.append(cv2.imencode(".jpg", q[..., 0], jpeg)[1].tobytes())
             fy.append(cv2.imencode(".jpg", q[..., 1], jpeg)[1].tobytes())
         vid = f"bench{v:02d}"
-        records.write_record(
-            str(root / "videos" / f"{vid}.tfrecord"),
-            records.encode_record(
+        contracts.write_record(
+            contracts.record_path(vid, root / "videos"),
+            contracts.encode_record(
                 video_id=vid,
                 label=v % 4,
                 height=256,

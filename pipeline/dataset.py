@@ -29,30 +29,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from pipeline.contracts import SHARDS_DIR, parse_record, shard_files
 from pipeline.params import Params
-from pipeline.shard import SHARDS_DIR, shard_files
 
 MODES = ("rgb", "flow", "both")
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def _parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-    """A record's context and its JPEG strings (no JPEG is decoded here)."""
-    context, lists = tf.io.parse_single_sequence_example(
-        serialized,
-        context_features={
-            "video_id": tf.io.FixedLenFeature([], tf.string),
-            "label": tf.io.FixedLenFeature([], tf.int64),
-            "num_frames": tf.io.FixedLenFeature([], tf.int64),
-            "height": tf.io.FixedLenFeature([], tf.int64),
-            "width": tf.io.FixedLenFeature([], tf.int64),
-        },
-        sequence_features={
-            name: tf.io.FixedLenSequenceFeature([], tf.string)
-            for name in ("rgb", "flow_x", "flow_y")
-        },
-    )
-    return {**context, **lists}
 
 
 def clip_indices(
@@ -213,7 +194,7 @@ def clip_dataset(
     )
     if training:
         ds = ds.shuffle(c.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(_parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    ds = ds.map(parse_record, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
     if training:
         # Every random choice of a clip comes from stateless ops keyed by (seed, video id): the

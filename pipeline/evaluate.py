@@ -1,10 +1,9 @@
 """Stages ``evaluate_rgb``, ``evaluate_flow``, ``evaluate_fusion``, ``evaluate_late``.
 
-The paper's test protocol: ``eval.clips`` clips spaced over each test video (the reader's
-evaluation mode), and their mirror images too when ``eval.flip``; the softmax scores of all of
-them are averaged into one prediction per video. Inference runs batch by batch and only the
-per-video sums are kept, so memory stays bounded for any number of clips. ``late`` averages
-the rgb and flow streams' saved scores: the classic two-stream late fusion, the baseline.
+The paper's test protocol (``pipeline.scoring``): ``eval.clips`` clips spaced over each test
+video, and their mirror images too when ``eval.flip``, their softmax scores averaged into one
+prediction per video. ``late`` averages the rgb and flow streams' saved scores: the classic
+two-stream late fusion, the baseline.
 
 Outputs per model: ``scores/<name>.npz`` (video ids, labels, class scores),
 ``metrics/<name>.json`` (top1, top5, mean_class_accuracy, videos, clips_per_video, params),
@@ -17,51 +16,22 @@ Run: ``python -m pipeline.evaluate --stream rgb|flow|fusion|late``.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.ingest import CLASSES_FILE
+from pipeline import contracts
+from pipeline.contracts import METRICS_DIR, MODELS_DIR, SCORES_DIR
 from pipeline.params import Params, PipelineError, load_params
+from pipeline.scoring import score_model
 
 NAMES = ("rgb", "flow", "fusion", "late")
-MODELS_DIR = Path("models")
-SCORES_DIR = Path("scores")
-METRICS_DIR = Path("metrics")
 
 
 class EvaluateError(PipelineError):
     """The evaluation cannot run; the message says why."""
-
-
-def accumulate(
-    batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], classes: int
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Sum clip scores per video from ``(scores (B, C), labels (B,), video_ids (B,))`` batches.
-
-    Returns video ids (first-seen order), labels, mean scores (V, C) and clips per video.
-    """
-    index: dict[str, int] = {}
-    sums: list[np.ndarray] = []
-    labels: list[int] = []
-    counts: list[int] = []
-    for scores, batch_labels, ids in batches:
-        for s, y, vid in zip(scores, batch_labels, ids, strict=True):
-            vid = vid.decode() if isinstance(vid, bytes) else str(vid)
-            if vid not in index:
-                index[vid] = len(sums)
-                sums.append(np.zeros(classes, np.float64))
-                labels.append(int(y))
-                counts.append(0)
-            i = index[vid]
-            sums[i] += s
-            counts[i] += 1
-    count = np.array(counts)
-    return list(index), np.array(labels), np.stack(sums) / count[:, None], count
 
 
 def metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
@@ -90,45 +60,6 @@ def metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
     }
 
 
-def score_model(
-    model: object, params: Params, mode: str, shards_dir: str, files: list[str] | None = None
-) -> tuple:
-    """Per-video mean softmax of ``model`` over the test clips (and their mirrors); ``files``
-    replaces the test shards with other record files."""
-    import keras
-    import tensorflow as tf
-
-    from pipeline.dataset import clip_dataset, flip_clip
-
-    ds = clip_dataset(
-        "test",
-        params,
-        mode,
-        training=False,
-        batch_size=params.eval.batch_size,
-        shards_dir=shards_dir,
-        files=files,
-    )
-
-    def batches() -> Iterable[tuple]:
-        for inputs, labels, ids in ds:
-            views = [inputs]
-            if params.eval.flip:
-                clip = inputs if isinstance(inputs, dict) else {mode: inputs}
-                flipped = flip_clip(clip)
-                views.append(flipped if isinstance(inputs, dict) else flipped[mode])
-            for view in views:
-                out = model(view, training=False)["prediction"]
-                yield (
-                    keras.ops.convert_to_numpy(tf.cast(out, tf.float32)),
-                    labels.numpy(),
-                    ids.numpy(),
-                )
-
-    classes = int(model.output["prediction"].shape[-1])
-    return accumulate(batches(), classes)
-
-
 def write_outputs(
     name: str,
     ids: list[str],
@@ -141,11 +72,16 @@ def write_outputs(
     metrics_dir: Path | None = None,
 ) -> dict:
     """Scores, metrics JSON, per-class CSV, confusion matrix PNG and plot data."""
+    if scores.shape[1] != len(class_names):
+        raise EvaluateError(
+            f"{contracts.CLASSES} names {len(class_names)} classes, the scores have "
+            f"{scores.shape[1]}: the model was trained on other data; re-run `dvc repro`"
+        )
     scores_dir, metrics_dir = scores_dir or SCORES_DIR, metrics_dir or METRICS_DIR
     m = metrics(labels, scores)
     scores_dir.mkdir(parents=True, exist_ok=True)
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(scores_dir / f"{name}.npz", video_ids=np.array(ids), labels=labels, scores=scores)
+    contracts.write_scores(contracts.scores_path(name, scores_dir), ids, labels, scores)
     summary = {
         "top1": m["top1"],
         "top5": m["top5"],
@@ -155,25 +91,22 @@ def write_outputs(
         "clips_per_video": clips,
         "params": extra,
     }
-    (metrics_dir / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
-    with open(metrics_dir / f"{name}_per_class.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["label", "class_name", "videos", "accuracy"])
-        for c, cname in enumerate(class_names):
-            acc = m["per_class"][c]
-            w.writerow([c, cname, int((labels == c).sum()), "" if np.isnan(acc) else f"{acc:.4f}"])
-    with open(metrics_dir / f"{name}_confusion.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["actual", "predicted"])
-        w.writerows(
-            (class_names[a], class_names[p]) for a, p in zip(labels, m["predicted"], strict=True)
-        )
-    confusion_png(
-        m["confusion"],
-        class_names,
-        f"{name}: top-1 {m['top1']:.3f}",
-        metrics_dir / f"{name}_confusion.png",
+    contracts.write_json(contracts.metrics_path(name, metrics_dir), summary)
+    contracts.write_csv(
+        contracts.per_class_path(name, metrics_dir),
+        ["label", "class_name", "videos", "accuracy"],
+        (
+            [c, cname, int((labels == c).sum()), "" if np.isnan(acc) else f"{acc:.4f}"]
+            for c, (cname, acc) in enumerate(zip(class_names, m["per_class"], strict=True))
+        ),
     )
+    png, plot_data = contracts.confusion_paths(name, metrics_dir)
+    contracts.write_csv(
+        plot_data,
+        ["actual", "predicted"],
+        ((class_names[a], class_names[p]) for a, p in zip(labels, m["predicted"], strict=True)),
+    )
+    confusion_png(m["confusion"], class_names, f"{name}: top-1 {m['top1']:.3f}", png)
     return summary
 
 
@@ -210,30 +143,28 @@ def confusion_png(confusion: np.ndarray, class_names: list[str], title: str, pat
                     )
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    contracts.save_figure(fig, path)
     plt.close(fig)
 
 
 def evaluate(
     name: str,
     params: Params,
-    shards_dir: str = "data/shards",
+    shards_dir: str = contracts.SHARDS_DIR,
     load: Callable[[Path], object] | None = None,
 ) -> dict:
     """Run one evaluation stage; returns the metrics summary."""
     if name not in NAMES:
         raise EvaluateError(f"--stream must be one of {NAMES}; got {name!r}")
-    if not CLASSES_FILE.exists():
-        raise EvaluateError(f"{CLASSES_FILE} not found: run the ingest stage first")
-    class_names = CLASSES_FILE.read_text().split()
+    class_names = contracts.read_classes()
     flips = 2 if params.eval.flip else 1
     if name == "late":
         parts = []
         for stream in ("rgb", "flow"):
-            path = SCORES_DIR / f"{stream}.npz"
+            path = contracts.scores_path(stream, SCORES_DIR)
             if not path.exists():
                 raise EvaluateError(f"{path} not found: run evaluate_{stream} first")
-            parts.append(np.load(path))
+            parts.append(contracts.read_scores(path))
         if list(parts[0]["video_ids"]) != list(parts[1]["video_ids"]):
             raise EvaluateError("the rgb and flow scores cover different videos: re-run both")
         ids, labels = list(parts[0]["video_ids"]), parts[0]["labels"]
@@ -242,7 +173,7 @@ def evaluate(
         return write_outputs(
             name, ids, labels, scores, params.eval.clips * flips, extra, class_names
         )
-    path = MODELS_DIR / f"{name}.keras"
+    path = contracts.model_path(name, MODELS_DIR)
     if not path.exists():
         raise EvaluateError(f"{path} not found: run train_{name} first")
     if load is None:

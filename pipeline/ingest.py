@@ -27,40 +27,24 @@ Run: ``python -m pipeline.ingest`` (reads ``data.*`` from ``params.yaml``).
 from __future__ import annotations
 
 import concurrent.futures
-import csv
 import math
-import multiprocessing
-import os
 import random
 import re
 import sys
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
-from pebble import ProcessExpired, ProcessPool
+from pebble import ProcessExpired
 from tqdm import tqdm
 
+from pipeline import contracts, pools
+from pipeline.contracts import SPLITS
 from pipeline.params import DataParams, PipelineError, load_params
 
-OUT_DIR = Path("data")
-MANIFEST = OUT_DIR / "manifest.csv"
-CLASSES_FILE = OUT_DIR / "classes.txt"
-"""Class names, one per line, in label order: what models and reports name labels by."""
-MANIFEST_COLUMNS = (
-    "video_id",
-    "path",
-    "label",
-    "class_name",
-    "split",
-    "frames",
-    "fps",
-    "width",
-    "height",
-)
-REJECTED_COLUMNS = ("path", "class_name", "split", "reason")
 VIDEO_EXTENSIONS = {
     ".avi",
     ".mp4",
@@ -75,7 +59,6 @@ VIDEO_EXTENSIONS = {
     ".3gp",
     ".ogv",
 }
-SPLITS = ("train", "val", "test")
 
 
 class IngestError(PipelineError):
@@ -114,7 +97,9 @@ class Probe:
 
 
 def _safe_id(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+    """A file-name-safe id: letters and digits of any script, ``_``, ``.`` and ``-`` are kept
+    (NFC); every run of anything else becomes one ``_`` ("air drumming" -> "air_drumming")."""
+    return re.sub(r"[^\w.-]+", "_", unicodedata.normalize("NFC", text)).strip("_")
 
 
 def _ucf_group(class_name: str, stem: str) -> str:
@@ -287,28 +272,28 @@ def probe_all(
     timeout_s: float,
     probe: Callable[[str], Probe] = probe_video,
 ) -> dict[Path, Probe | str]:
-    """Probe videos in worker processes; a failure of any kind becomes a reason string.
+    """Probe videos in ``workers`` processes (0: one per core); a failure of any kind becomes
+    a reason string.
 
     A worker that dies (segfault, abort) or overruns ``timeout_s`` costs only its video:
     pebble replaces the worker and the other videos go on.
     """
     paths = list(paths)
     results: dict[Path, Probe | str] = {}
-    # spawn, not fork: forking a process that has TensorFlow loaded can deadlock the child
-    context = multiprocessing.get_context("spawn")
-    with ProcessPool(max_workers=max(1, min(workers, len(paths) or 1)), context=context) as pool:
-        futures = {pool.schedule(probe, (str(p),), timeout=timeout_s): p for p in paths}
-        done = concurrent.futures.as_completed(futures)
-        for future in tqdm(done, total=len(futures), desc="ingest: probe", unit="video"):
-            path = futures[future]
-            try:
-                results[path] = future.result()
-            except concurrent.futures.TimeoutError:
-                results[path] = f"decoding took longer than data.probe_timeout_s = {timeout_s} s"
-            except ProcessExpired as exc:
-                results[path] = f"the decoder crashed ({exc}; exit code {exc.exitcode})"
-            except Exception as exc:  # the probe's own error, e.g. not a video
-                results[path] = str(exc) or type(exc).__name__
+    done = pools.run_each(
+        probe,
+        [(str(p),) for p in paths],
+        pools.worker_count(workers, len(paths)),
+        timeout=timeout_s,
+    )
+    for i, result in tqdm(done, total=len(paths), desc="ingest: probe", unit="video"):
+        if isinstance(result, concurrent.futures.TimeoutError):
+            result = f"decoding took longer than data.probe_timeout_s = {timeout_s} s"
+        elif isinstance(result, ProcessExpired):
+            result = f"the decoder crashed ({result}; exit code {result.exitcode})"
+        elif isinstance(result, Exception):  # the probe's own error, e.g. not a video
+            result = str(result) or type(result).__name__
+        results[paths[i]] = result
     return results
 
 
@@ -362,6 +347,12 @@ def ingest(
             "(or keep the default to use the synthetic dataset)"
         )
     classes, candidates, rejected = LISTERS[p.layout](p)
+    unwritable = [f"{n!r} ({why})" for n in classes if (why := contracts.check_class_name(n))]
+    if unwritable:
+        raise IngestError(
+            f"class names that {contracts.CLASSES} cannot hold, one name per line: "
+            f"{', '.join(unwritable)}; rename those classes (data.root = {p.root!r})"
+        )
     total = len(candidates) + len(rejected)  # every video the lists (or the tree) ask for
     if not candidates and not rejected:
         raise IngestError(
@@ -383,8 +374,7 @@ def ingest(
         else:
             seen[c.video_id] = c.path
             unique.append(c)
-    workers = p.workers or len(os.sched_getaffinity(0))
-    probes = probe_all([c.path for c in unique], workers, p.probe_timeout_s, probe)
+    probes = probe_all([c.path for c in unique], p.workers, p.probe_timeout_s, probe)
     rows = []
     for c in unique:
         result = probes[c.path]
@@ -431,49 +421,17 @@ def ingest(
     return classes, rows, rejected
 
 
-def _write_atomic(path: Path, write: Callable[[object], None]) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        write(f)
-    return tmp
-
-
 def write_outputs(
     out_dir: Path, classes: list[str], rows: list[dict], rejected: list[Rejection]
 ) -> None:
-    """Write the three outputs to temporary files, then move them into place together."""
+    """The manifest, the class names and the rejected list, each written atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    def manifest(f: object) -> None:
-        w = csv.DictWriter(f, MANIFEST_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-
-    def rejects(f: object) -> None:
-        w = csv.writer(f)
-        w.writerow(REJECTED_COLUMNS)
-        w.writerows((str(r.path), r.class_name, r.split, r.reason) for r in rejected)
-
-    staged = {
-        out_dir / "manifest.csv": _write_atomic(out_dir / "manifest.csv", manifest),
-        out_dir / "classes.txt": _write_atomic(
-            out_dir / "classes.txt", lambda f: f.write("".join(c + "\n" for c in classes))
-        ),
-        out_dir / "rejected.csv": _write_atomic(out_dir / "rejected.csv", rejects),
-    }
-    for final, tmp in staged.items():
-        os.replace(tmp, final)
-
-
-def read_manifest(path: Path = MANIFEST) -> list[dict]:
-    """The manifest's rows, with ``label`` and ``frames`` as ints."""
-    if not path.exists():
-        raise IngestError(f"{path} not found: run the ingest stage first (dvc repro ingest)")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        row["label"], row["frames"] = int(row["label"]), int(row["frames"])
-    return rows
+    contracts.write_classes(out_dir / contracts.CLASSES.name, classes)
+    contracts.write_rejected(
+        out_dir / contracts.REJECTED.name,
+        ((str(r.path), r.class_name, r.split, r.reason) for r in rejected),
+    )
+    contracts.write_manifest(out_dir / contracts.MANIFEST.name, rows)  # last: what flow reads
 
 
 def main() -> None:
@@ -482,12 +440,12 @@ def main() -> None:
         classes, rows, rejected = ingest(params.data)
     except PipelineError as exc:
         sys.exit(f"ingest: {exc}")
-    write_outputs(OUT_DIR, classes, rows, rejected)
+    write_outputs(contracts.DATA_DIR, classes, rows, rejected)
     counts = Counter(r["split"] for r in rows)
     print(
         f"ingest: {len(rows)} videos in {len(classes)} classes "
         f"({', '.join(f'{s} {counts[s]}' for s in SPLITS)}), {len(rejected)} rejected"
-        + (f" (see {OUT_DIR / 'rejected.csv'})" if rejected else "")
+        + (f" (see {contracts.REJECTED})" if rejected else "")
     )
 
 

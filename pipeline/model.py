@@ -39,7 +39,7 @@ from layers import (
     RGBNormalization,
     SumFusion,
 )
-from pipeline.ingest import CLASSES_FILE
+from pipeline import contracts
 from pipeline.params import PARAMS_FILE, Params, PipelineError, parse_params
 
 STAGES = ("relu1", "relu2", "relu3", "relu4", "relu5", "pool5", "fc6", "fc7", "fc8")
@@ -230,8 +230,9 @@ def small(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -> lis
 BACKBONES = {"small": small, "vgg_m_2048": vgg_m_2048, "vgg16": vgg16}
 
 
-def num_classes(params: Params, classes_file: Path = CLASSES_FILE) -> int:
-    """``model.num_classes``, or the number of lines of ``data/classes.txt`` when it is null."""
+def num_classes(params: Params, classes_file: Path = contracts.CLASSES) -> int:
+    """``model.num_classes``, or the number of class names in ``data/classes.txt`` when it is
+    null."""
     if params.model.num_classes is not None:
         return params.model.num_classes
     if not classes_file.exists():
@@ -239,7 +240,7 @@ def num_classes(params: Params, classes_file: Path = CLASSES_FILE) -> int:
             f"model.num_classes is null and {classes_file} does not exist: run the "
             "ingest stage first, or set model.num_classes"
         )
-    return len([line for line in classes_file.read_text().splitlines() if line.strip()])
+    return len(contracts.read_classes(classes_file))
 
 
 def _inputs(params: Params) -> dict[str, keras.KerasTensor]:

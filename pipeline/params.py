@@ -8,11 +8,19 @@ repeated here), so that file stays the single place where a default is set.
 
 Each section is a frozen dataclass. A field's allowed values are declared next to it with
 :func:`_between` or :func:`_one_of`; cross-field rules live in the section's ``_check``.
+
+dvc.yaml declares, per stage, the keys that stage reads, except the keys of :data:`RUN_ONLY`,
+which steer a run without changing its outputs. With :data:`READS_LOG` set, every section
+records the keys a process reads, which is how the tests hold dvc.yaml to the code.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import json
+import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +30,58 @@ from typing import Any
 import yaml
 
 PARAMS_FILE = "params.yaml"
+
+RUN_ONLY = {
+    "data.workers": "how many processes probe the videos; the manifest is the same for any number",
+    "data.max_rejected_fraction": "only whether ingest gives up; what it writes is the same",
+    "flow.workers": "how many processes compute flow; the records are the same for any number",
+    "flow.max_failure_fraction": "only whether the flow stage gives up; the records are the same",
+}
+"""Keys that steer a run and never change what a stage writes: no stage declares them in
+dvc.yaml, so editing one re-runs nothing (tests/test_dvc_pipeline.py checks every other key a
+stage reads is declared, and every declared key is read)."""
+
+READS_LOG = "PIPELINE_PARAMS_LOG"
+"""When this environment variable names a file, every process that calls :func:`load_params`
+appends to it, as it exits, one JSON line: its DVC stage (``DVC_STAGE``), its command line, and
+each params key it read (``tests/test_dvc_pipeline.py`` checks them against dvc.yaml)."""
+
+_reads: set[str] | None = None  # the keys read so far, while recording
+
+
+class _Section:
+    """Base of every section: knows its dotted name, and records the keys read from it while
+    :data:`READS_LOG` is set (a recording view of params.yaml, for the dvc.yaml check)."""
+
+    _name = ""
+
+    def __init_subclass__(cls, name: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._name = name
+
+    def __getattribute__(self, attr: str) -> Any:
+        value = object.__getattribute__(self, attr)
+        if _reads is not None and not attr.startswith("_"):
+            cls = type(self)
+            f = cls.__dataclass_fields__.get(attr)
+            if f is not None and not isinstance(value, _Section):
+                _reads.add(f"{cls._name}.{f.metadata.get('key', attr)}")
+        return value
+
+
+def _record_reads(log: str) -> None:
+    global _reads
+    if _reads is not None:
+        return
+    _reads = set()
+
+    def write() -> None:
+        entry = {"stage": os.environ.get("DVC_STAGE"), "argv": sys.argv, "reads": sorted(_reads)}
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    atexit.register(write)
+
 
 MOTIONS = ("up", "down", "shake", "grow", "shrink")
 """Motions of the synthetic dataset, in the order ``synthetic.motions`` takes them. A
@@ -48,7 +108,7 @@ def _one_of(*choices: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class SyntheticParams:
+class SyntheticParams(_Section, name="synthetic"):
     """``synthetic``: the embedded "which object moves" dataset."""
 
     seed: int = field(metadata=_between(0))
@@ -72,7 +132,7 @@ class SyntheticParams:
 
 
 @dataclass(frozen=True)
-class DataParams:
+class DataParams(_Section, name="data"):
     """``data``: where the raw videos are, how they are split, what gets rejected."""
 
     layout: str = field(metadata=_one_of("ucf101", "hmdb51", "folder"))
@@ -92,7 +152,7 @@ class DataParams:
 
 
 @dataclass(frozen=True)
-class TVL1Params:
+class TVL1Params(_Section, name="flow.tvl1"):
     """``flow.tvl1``: OpenCV's DualTVL1OpticalFlow parameters (its defaults in params.yaml)."""
 
     tau: float = field(metadata=_between(0.0, 1.0))
@@ -118,7 +178,7 @@ class TVL1Params:
 
 
 @dataclass(frozen=True)
-class FlowParams:
+class FlowParams(_Section, name="flow"):
     """``flow``: TV-L1 optical flow for every video, and how the per-video records look."""
 
     engine: str = field(metadata=_one_of("opencv", "keras", "auto"))
@@ -150,7 +210,7 @@ class FlowParams:
 
 
 @dataclass(frozen=True)
-class ShardParams:
+class ShardParams(_Section, name="shard"):
     """``shard``: how the per-video records are packed into shards."""
 
     target_mb: float = field(metadata=_between(1.0, 100_000.0))
@@ -159,7 +219,7 @@ class ShardParams:
 
 
 @dataclass(frozen=True)
-class ClipParams:
+class ClipParams(_Section, name="clip"):
     """``clip``: what one training or evaluation example is (DESIGN.md, Clips)."""
 
     frames: int = field(metadata=_between(1, 1000))  # T
@@ -185,7 +245,7 @@ class ClipParams:
 
 
 @dataclass(frozen=True)
-class EvalParams:
+class EvalParams(_Section, name="eval"):
     """``eval``: the video-level test protocol."""
 
     clips: int = field(metadata=_between(1, 1000))
@@ -200,7 +260,7 @@ TEMPORAL = ("avg2d", "pool3d", "conv3d_pool3d")
 
 
 @dataclass(frozen=True)
-class ModelParams:
+class ModelParams(_Section, name="model"):
     """``model``: the towers."""
 
     backbone: str = field(metadata=_one_of(*BACKBONES))
@@ -210,7 +270,7 @@ class ModelParams:
 
 
 @dataclass(frozen=True)
-class FusionParams:
+class FusionParams(_Section, name="fusion"):
     """``fusion``: where and how the motion tower is fused into the appearance tower."""
 
     method: str = field(metadata=_one_of(*FUSION_METHODS))
@@ -234,7 +294,7 @@ class FusionParams:
 
 
 @dataclass(frozen=True)
-class TrainParams:
+class TrainParams(_Section, name="train"):
     """``train``: how the networks are trained (the streams; the fusion stage takes its epochs
     and learning rate from ``fusion``)."""
 
@@ -402,4 +462,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_params(raw, source=str(path))
+    params = parse_params(raw, source=str(path))
+    if os.environ.get(READS_LOG):
+        _record_reads(os.environ[READS_LOG])
+    return params

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.ingest import CLASSES_FILE
+from pipeline import contracts
 from pipeline.params import Params, PipelineError, load_params
 
-DEFAULT_MODEL = Path("models/fusion.keras")
+DEFAULT_MODEL = contracts.model_path("fusion")
 
 
 class PredictError(PipelineError):
@@ -56,10 +56,10 @@ def check_inputs(model: object, params: Params) -> None:
             )
 
 
-def class_names(classes: int, path: Path = CLASSES_FILE) -> list[str]:
+def class_names(classes: int, path: Path = contracts.CLASSES) -> list[str]:
     """Names from ``data/classes.txt`` when it matches the model, else ``class <n>``."""
     if path.exists():
-        names = path.read_text().split()
+        names = contracts.read_classes(path)
         if len(names) == classes:
             return names
     return [f"class {i}" for i in range(classes)]
@@ -70,7 +70,7 @@ def predict(video: Path, model_path: Path, params: Params) -> list[tuple[str, fl
     import keras
 
     import layers  # noqa: F401  (registers the custom layers)
-    from pipeline import evaluate, flow, records
+    from pipeline import flow_compute, scoring
 
     if not video.is_file():
         raise PredictError(f"{video}: no such file")
@@ -79,20 +79,20 @@ def predict(video: Path, model_path: Path, params: Params) -> list[tuple[str, fl
     model = keras.saving.load_model(model_path, compile=False)
     check_inputs(model, params)
     mode = model_mode(model)
-    engine = flow.resolve_engine(params.flow.engine)
-    compute = flow.flow_video_keras if engine == "keras" else flow.flow_video
+    engine = flow_compute.resolve_engine(params.flow.engine)
+    compute = flow_compute.flow_video_keras if engine == "keras" else flow_compute.flow_video
     try:
         result = compute(str(video), 2, params.flow)
     except ValueError as exc:
         raise PredictError(f"{video}: {exc}") from exc
-    settings = flow.record_settings(params.flow, engine)
+    settings = flow_compute.record_settings(params.flow, engine)
     with tempfile.TemporaryDirectory() as tmp:
-        record = str(Path(tmp) / "video.tfrecord")
-        records.write_record(
+        record = str(contracts.record_path("video", tmp))
+        contracts.write_record(
             record,
-            flow.video_record(video.stem, 0, result, params.flow, settings, "predict"),
+            flow_compute.video_record(video.stem, 0, result, params.flow, settings, "predict"),
         )
-        _, _, scores, _ = evaluate.score_model(model, params, mode, "", files=[record])
+        _, _, scores, _ = scoring.score_model(model, params, mode, "", files=[record])
     names = class_names(scores.shape[1])
     order = np.argsort(-scores[0], kind="stable")
     return [(names[i], float(scores[0, i])) for i in order]

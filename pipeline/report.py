@@ -28,10 +28,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline import contracts
+from pipeline.contracts import METRICS_DIR, REPORTS_DIR
 from pipeline.params import Params, PipelineError, load_params
 
-METRICS_DIR = Path("metrics")
-REPORTS_DIR = Path("reports")
 MODELS = ("rgb", "flow", "late", "fusion")
 TITLES = {
     "rgb": "RGB stream",
@@ -49,13 +49,7 @@ class ReportError(PipelineError):
 
 def load_metrics(metrics_dir: Path = METRICS_DIR) -> dict[str, dict]:
     """``metrics/<model>.json`` of every model, by model name."""
-    out = {}
-    for name in MODELS:
-        path = metrics_dir / f"{name}.json"
-        if not path.exists():
-            raise ReportError(f"{path} not found: run the evaluate_{name} stage first")
-        out[name] = json.loads(path.read_text())
-    return out
+    return {name: contracts.read_metrics(name, metrics_dir) for name in MODELS}
 
 
 def _fusion_columns(p: dict) -> tuple[str, str, str]:
@@ -197,7 +191,7 @@ def bar_chart(
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    contracts.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -232,7 +226,7 @@ def report(params: Params, metrics_dir: Path = METRICS_DIR, out_dir: Path = REPO
         }
     text = "\n".join(parts) + "\n"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.md").write_text(text)
+    contracts.write_text(out_dir / "summary.md", text)
     bar_chart(
         [r["model"] for r in rows],
         {
@@ -346,7 +340,7 @@ def experiments_report(exp_show: list, out_dir: Path = REPORTS_DIR) -> str:
         "baselines.\n\n" + markdown_table(rows, EXPERIMENT_COLUMNS) + "\n"
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "experiments.md").write_text(text)
+    contracts.write_text(out_dir / "experiments.md", text)
     bar_chart(
         [f"{r['experiment']}\n{r['method']}@{r['layer']}" for r in rows],
         {

@@ -15,27 +15,20 @@ Run: ``python -m pipeline.shard`` (reads ``shard.*``; the manifest; ``data/video
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 
-from pipeline import records
-from pipeline.ingest import SPLITS, read_manifest
+from pipeline import contracts
+from pipeline.contracts import SHARDS_DIR, SPLITS, VIDEOS_DIR, shard_name
 from pipeline.params import PipelineError, ShardParams, load_params
-
-VIDEOS_DIR = "data/videos"
-SHARDS_DIR = "data/shards"
-INDEX = "index.json"
 
 
 class ShardError(PipelineError):
     """The shards cannot be made; the message says why and what to change."""
-
-
-def shard_name(split: str, index: int, count: int) -> str:
-    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
 def plan_shards(
@@ -63,7 +56,10 @@ def plan_shards(
 
 
 def write_shards(
-    rows: list[dict], p: ShardParams, videos_dir: str = VIDEOS_DIR, out_dir: str = SHARDS_DIR
+    rows: list[dict],
+    p: ShardParams,
+    videos_dir: str | Path = VIDEOS_DIR,
+    out_dir: str = SHARDS_DIR,
 ) -> dict:
     """Write the shards and index.json of ``rows``; return the index."""
     import tensorflow as tf
@@ -72,7 +68,7 @@ def write_shards(
     available, missing = [], []
     sizes = {}
     for row in rows:
-        path = f"{videos_dir}/{row['video_id']}.tfrecord"
+        path = str(contracts.record_path(row["video_id"], videos_dir))
         if gfile.exists(path):
             sizes[row["video_id"]] = gfile.stat(path).length
             available.append(row)
@@ -85,22 +81,21 @@ def write_shards(
     if gfile.exists(out_dir):  # a fresh set: never mix shards of two runs
         gfile.rmtree(out_dir)
     gfile.makedirs(out_dir)
-    shards, flow_params, flow_engine = [], None, None
+    shards, first = [], []
+
+    def copied(group: list[dict]) -> Iterator[bytes]:
+        for row in group:
+            for serialized in contracts.read_records(
+                contracts.record_path(row["video_id"], videos_dir)
+            ):
+                if not first:
+                    first.append(contracts.decode_record(serialized))
+                yield serialized  # copied as is: no decode, no re-encode
+
     for split, groups in plan.items():
         for i, group in enumerate(groups):
             name = shard_name(split, i, len(groups))
-            with tf.io.TFRecordWriter(f"{out_dir}/{name}.tmp") as writer:
-                for row in group:
-                    path = f"{videos_dir}/{row['video_id']}.tfrecord"
-                    for serialized in records.read_records(path):
-                        writer.write(serialized)  # copied as is: no decode, no re-encode
-                        if flow_params is None:
-                            context = records.decode_record(serialized)
-                            flow_params, flow_engine = (
-                                context["flow_params"],
-                                context["flow_engine"],
-                            )
-            gfile.rename(f"{out_dir}/{name}.tmp", f"{out_dir}/{name}", overwrite=True)
+            contracts.write_records(f"{out_dir}/{name}", copied(group))
             shards.append(
                 {
                     "file": name,
@@ -111,9 +106,9 @@ def write_shards(
                 }
             )
     index = {
-        "schema_version": records.SCHEMA_VERSION,
-        "flow_engine": flow_engine,
-        "flow_params": flow_params,
+        "schema_version": contracts.SCHEMA_VERSION,
+        "flow_engine": first[0]["flow_engine"],
+        "flow_params": first[0]["flow_params"],
         "shard_params": {"target_mb": p.target_mb, "min_shards": p.min_shards, "seed": p.seed},
         "splits": {
             split: {
@@ -128,30 +123,14 @@ def write_shards(
         "missing_records": sorted(missing),
         "shards": shards,
     }
-    with gfile.GFile(f"{out_dir}/{INDEX}", "w") as f:
-        f.write(json.dumps(index, indent=1) + "\n")
+    contracts.write_shard_index(index, out_dir)
     return index
-
-
-def shard_files(split: str, shards_dir: str = SHARDS_DIR) -> list[str]:
-    """The shard paths of ``split``, from index.json."""
-    import tensorflow as tf
-
-    index_path = f"{shards_dir}/{INDEX}"
-    if not tf.io.gfile.exists(index_path):
-        raise ShardError(f"{index_path} not found: run the shard stage first (dvc repro shard)")
-    with tf.io.gfile.GFile(index_path) as f:
-        index = json.load(f)
-    files = [f"{shards_dir}/{s['file']}" for s in index["shards"] if s["split"] == split]
-    if not files:
-        raise ShardError(f"the {split} split has no shards in {shards_dir}")
-    return files
 
 
 def main() -> None:
     try:
         p = load_params().shard
-        index = write_shards(read_manifest(), p)
+        index = write_shards(contracts.read_manifest(), p)
     except PipelineError as exc:
         sys.exit(f"shard: {exc}")
     parts = [

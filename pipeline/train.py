@@ -42,15 +42,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pipeline import contracts
+from pipeline.contracts import LIVE_DIR, MODELS_DIR, SHARDS_DIR, count_videos
 from pipeline.dataset import clip_dataset
 from pipeline.model import build_fused, build_stream, count_params, init_from_streams, num_classes
 from pipeline.params import Params, PipelineError, load_params
-from pipeline.shard import INDEX, SHARDS_DIR
 
 STREAMS = ("rgb", "flow", "fusion")
-MODELS_DIR = Path("models")
 CHECKPOINTS_DIR = Path("checkpoints")
-LIVE_DIR = Path("dvclive")
+"""The stage's own: the last finished epoch of a run in progress (removed when it ends)."""
 
 
 class TrainError(PipelineError):
@@ -118,7 +118,7 @@ def build_model(stream: str, params: Params, classes: int, models_dir: Path = MO
         return build_stream(stream, params, classes), []
     streams = {}
     for name in ("rgb", "flow"):
-        path = models_dir / f"{name}.keras"
+        path = contracts.model_path(name, models_dir)
         if not path.exists():
             raise TrainError(
                 f"{path} not found: train the {name} stream first (dvc repro train_{name})"
@@ -151,18 +151,33 @@ def make_optimizer(params: Params, lr: float, steps_per_epoch: int) -> keras.opt
     return keras.optimizers.Adam(schedule, weight_decay=decay)
 
 
+def stage_params(stream: str, params: Params) -> dict:
+    """The params a stage's model depends on, and only those (dvc.yaml declares the same)."""
+    m = params.model
+    model = {"backbone": m.backbone, "num_classes": m.num_classes, "dropout": m.dropout}
+    if stream != "rgb":  # the rgb stream never reads the flow tower's backbone
+        model["flow_backbone"] = m.flow_backbone
+    parts = {
+        "clip": asdict(params.clip),
+        "model": model,
+        "train": asdict(params.train),
+        "eval.clips": params.eval.clips,
+    }
+    if stream == "fusion":  # a stream never depends on fusion.*: its checkpoints survive edits
+        parts["fusion"] = asdict(params.fusion)
+    return parts
+
+
 def run_key(stream: str, params: Params, shards_dir: str, models_dir: Path) -> str:
     """Everything a run depends on: a checkpoint is resumed only under the same key."""
     parts = {
         "stream": stream,
-        "params": {k: asdict(getattr(params, k)) for k in ("clip", "model", "train")},
-        "shards": _index(shards_dir),
+        "params": stage_params(stream, params),
+        "shards": contracts.read_shard_index(shards_dir),
     }
-    if stream == "fusion":  # a stream never depends on fusion.*: its checkpoints survive edits
-        parts["fusion"] = asdict(params.fusion)
     if stream == "fusion":
         for name in ("rgb", "flow"):
-            path = models_dir / f"{name}.keras"
+            path = contracts.model_path(name, models_dir)
             parts[name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -184,18 +199,6 @@ def restore_seed_states(model: keras.Model, states: list[list[int]]) -> None:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**31 - 1)
-
-
-def _index(shards_dir: str) -> str:
-    path = f"{shards_dir}/{INDEX}"
-    if not tf.io.gfile.exists(path):
-        raise TrainError(f"{path} not found: run the shard stage first (dvc repro shard)")
-    with tf.io.gfile.GFile(path) as f:
-        return f.read()
-
-
-def count_videos(split: str, shards_dir: str) -> int:
-    return json.loads(_index(shards_dir))["splits"][split]["videos"]
 
 
 # ---- the loops -----------------------------------------------------------------------------
@@ -451,11 +454,10 @@ def train(
         logger.on_epoch_begin(epoch + 1)
         if chief:  # the checkpoint that a killed run resumes from
             ckpt_dir.mkdir(parents=True, exist_ok=True)
-            model.save(ckpt_dir / "tmp.keras")
-            os.replace(ckpt_dir / "tmp.keras", ckpt)
+            with contracts.atomic_path(ckpt, keep_suffix=True) as tmp:
+                model.save(tmp)
             state = {"key": key, "epochs_done": epoch + 1, "seed_states": seed_states(model)}
-            (ckpt_dir / "state.tmp").write_text(json.dumps(state))
-            os.replace(ckpt_dir / "state.tmp", state_file)
+            contracts.write_text(state_file, json.dumps(state))
 
     train_ds, val_ds, val_steps = _datasets(
         params, setting["mode"], batch, shards_dir, list(weights)
@@ -481,8 +483,10 @@ def train(
         live.end()
     if chief:
         models_dir.mkdir(parents=True, exist_ok=True)
-        model.save(models_dir / f"{stream}.tmp.keras")
-        os.replace(models_dir / f"{stream}.tmp.keras", models_dir / f"{stream}.keras")
+        with contracts.atomic_path(
+            contracts.model_path(stream, models_dir), keep_suffix=True
+        ) as tmp:
+            model.save(tmp)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     return model
 
@@ -495,7 +499,7 @@ def main(argv: list[str] | None = None) -> None:
         train(args.stream, load_params())
     except PipelineError as exc:
         sys.exit(f"train {args.stream}: {exc}")
-    print(f"train {args.stream}: wrote {MODELS_DIR / args.stream}.keras")
+    print(f"train {args.stream}: wrote {contracts.model_path(args.stream)}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def tiny_project(tmp_path_factory, repo_params):
     """
     import os
 
-    from pipeline import flow, ingest, shard, synthesize
+    from pipeline import contracts, flow, ingest, shard, synthesize
     from pipeline.params import parse_params
 
     root = tmp_path_factory.mktemp("tiny_project")
@@ -75,7 +75,7 @@ def tiny_project(tmp_path_factory, repo_params):
     here = os.getcwd()
     os.chdir(root)  # manifest paths are relative to the project
     try:
-        rows = ingest.read_manifest()
+        rows = contracts.read_manifest()
         flow.run_flow(params.flow, rows, root / "data/videos", root / "data/flow_failed.csv")
         shard.write_shards(rows, params.shard, str(root / "data/videos"), str(root / "data/shards"))
     finally:

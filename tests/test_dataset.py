@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import records
+from pipeline import contracts
 from pipeline.dataset import clip_dataset, clip_indices, flip_clip, start_range
 from pipeline.params import parse_params
 from pipeline.shard import ShardError, plan_shards, write_shards
@@ -26,7 +26,7 @@ def _jpeg(value, h, w, channels):
 
 
 def _write_video(videos_dir, video_id, label, n, h=20, w=24, offset=0):
-    serialized = records.encode_record(
+    serialized = contracts.encode_record(
         video_id=video_id,
         label=label,
         height=h,
@@ -39,7 +39,7 @@ def _write_video(videos_dir, video_id, label, n, h=20, w=24, offset=0):
         flow_params={"bound": 20.0},
         cache_key=video_id,
     )
-    records.write_record(str(videos_dir / f"{video_id}.tfrecord"), serialized)
+    contracts.write_record(str(videos_dir / f"{video_id}.tfrecord"), serialized)
 
 
 @pytest.fixture
@@ -90,14 +90,14 @@ def _eval_clips(corpus, split="test", mode="both", **clip):
 
 def test_index_counts_match_the_shards(corpus):
     index = corpus["index"]
-    assert index["schema_version"] == records.SCHEMA_VERSION
+    assert index["schema_version"] == contracts.SCHEMA_VERSION
     assert index["flow_params"] == {"bound": 20.0} and index["flow_engine"] == "test"
     assert {s: v["videos"] for s, v in index["splits"].items()} == {"train": 6, "val": 2, "test": 4}
     assert index["splits"]["train"]["per_class"] == {"c0": 2, "c1": 2, "c2": 2}
     seen = []
     for shard in index["shards"]:
         path = f"{corpus['shards']}/{shard['file']}"
-        ids = [records.decode_record(r)["video_id"] for r in records.read_records(path)]
+        ids = [contracts.decode_record(r)["video_id"] for r in contracts.read_records(path)]
         assert ids == shard["video_ids"] and len(ids) == shard["records"]
         assert shard["file"].startswith(f"{shard['split']}-") and shard["file"].endswith(
             "-of-00002.tfrecord"
@@ -127,9 +127,9 @@ def test_shards_are_byte_identical_for_the_same_seed(corpus):
 
 def test_records_are_copied_not_reencoded(corpus):
     shard = corpus["index"]["shards"][0]
-    copied = list(records.read_records(f"{corpus['shards']}/{shard['file']}"))
+    copied = list(contracts.read_records(f"{corpus['shards']}/{shard['file']}"))
     for vid, blob in zip(shard["video_ids"], copied, strict=True):
-        original = next(records.read_records(str(corpus["videos"] / f"{vid}.tfrecord")))
+        original = next(contracts.read_records(str(corpus["videos"] / f"{vid}.tfrecord")))
         assert blob == original
 
 
@@ -254,7 +254,7 @@ def test_bad_mode_and_missing_shards(corpus, tmp_path):
             batch_size=2,
             shards_dir=corpus["shards"],
         )
-    with pytest.raises(ShardError, match="run the shard stage first"):
+    with pytest.raises(contracts.MissingInputError, match="run the shard stage first"):
         clip_dataset(
             "train",
             corpus["params"],

@@ -10,20 +10,30 @@ import sys
 import pytest
 import yaml
 
+from pipeline.params import READS_LOG, RUN_ONLY
+
 from .conftest import ROOT
 
 
+def _reads_log(cwd):
+    """Where every stage run by these tests logs the params keys it read (pipeline/params.py)."""
+    return cwd.parent / "params_reads.jsonl"
+
+
 def _run(cwd, *args, stdout_only=False):
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+        READS_LOG: str(_reads_log(cwd)),
+    }
     out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     assert out.returncode == 0, f"{' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
     return out.stdout if stdout_only else out.stdout + out.stderr
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A copy of the project (code, dvc.yaml, .dvc) with tiny params, committed to git."""
-    dst = tmp_path_factory.mktemp("project")
+def _scratch_project(dst, edit):
+    """A copy of the project (code, dvc.yaml, .dvc) in ``dst``, its params.yaml edited by
+    ``edit(params)``, committed to a new git repository."""
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, dst / name)
     for name in ("pipeline", "layers", ".dvc"):
@@ -33,19 +43,29 @@ def project(tmp_path_factory):
             ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache", "config.local"),
         )
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["synthetic"].update(
-        colors=2, motions=2, videos_per_class=4, frames=16, size=48, test_fraction=0.25
-    )
-    params["data"].update(min_frames=8)
-    params["clip"].update(flow_stack=4, crop=40)
-    params["eval"].update(clips=2)
-    params["train"].update(epochs=1, batch_size=4)
-    params["fusion"].update(epochs=1)
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit(params)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
     _run(dst, "git", "init", "-q")
     _run(dst, "git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
     _run(dst, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
     return dst
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A copy of the project (code, dvc.yaml, .dvc) with tiny params, committed to git."""
+
+    def tiny(params):
+        params["synthetic"].update(
+            colors=2, motions=2, videos_per_class=4, frames=16, size=48, test_fraction=0.25
+        )
+        params["data"].update(min_frames=8)
+        params["clip"].update(flow_stack=4, crop=40)
+        params["eval"].update(clips=2)
+        params["train"].update(epochs=1, batch_size=4)
+        params["fusion"].update(epochs=1)
+
+    return _scratch_project(tmp_path_factory.mktemp("project"), tiny)
 
 
 STAGES = (
@@ -139,6 +159,9 @@ def test_steering_params_rerun_nothing(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["flow"]["workers"] = 1
     params["data"]["workers"] = 1
+    params["flow"]["max_failure_fraction"] = 0.5
+    params["data"]["max_rejected_fraction"] = 0.5
+    assert {"flow.workers", "data.workers", "flow.max_failure_fraction"} <= set(RUN_ONLY)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run(project, "dvc", "repro")
     assert "Running stage" not in out
@@ -204,3 +227,136 @@ def test_keras_flow_engine_feeds_the_same_stages(project):
     index = json.loads((project / "data/shards/index.json").read_text())
     assert index["flow_params"]["engine"] == "keras"
     assert json.loads((project / "metrics/fusion.json").read_text())["videos"] == 4
+
+
+def _ran(out):
+    """The stages a `dvc repro` output says it ran, in order."""
+    return [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+
+
+def test_editing_a_stage_module_reruns_that_stage_alone(project):
+    """Stages share code only through the shared modules: an edit of ingest.py (or shard.py)
+    that changes no output re-runs that stage, and DVC skips the rest (their inputs are the
+    same bytes). Before the contracts module, every later stage depended on ingest.py."""
+    _run(project, "dvc", "repro")
+    for module in ("ingest", "shard"):
+        code = project / f"pipeline/{module}.py"
+        original = code.read_text()
+        code.write_text(original + "# an edit that changes no output\n")
+        try:
+            out = _run(project, "dvc", "repro")
+        finally:
+            code.write_text(original)
+        assert _ran(out) == [module], out
+        for stage in STAGES[STAGES.index(module) + 1 :]:  # what follows: same inputs, skipped
+            assert f"Stage '{stage}' didn't change" in out
+
+
+CLASSES = ("air drumming", "café crème", "прыжки в длину")
+"""Kinetics has spaces in its class names; other datasets use any script."""
+
+
+@pytest.fixture(scope="module")
+def folder_project(tmp_path_factory):
+    """A `folder` dataset whose class folders (and file names) have spaces and non-ASCII
+    letters, in a scratch project that has run `dvc repro`."""
+    from pipeline.params import SyntheticParams
+    from pipeline.synthesize import render_video, write_video
+
+    dst = tmp_path_factory.mktemp("folder_project")
+    videos = dst / "videos"
+    look = SyntheticParams(
+        seed=3, colors=2, motions=2, videos_per_class=4, frames=12, size=32,
+        test_fraction=0.25, out="unused",
+    )  # fmt: skip
+    for label, name in enumerate(CLASSES):
+        (videos / name).mkdir(parents=True)
+        for index in range(4):
+            write_video(videos / name / f"clip {index} è.avi", render_video(look, label, index))
+
+    def folder(params):
+        params["synthetic"].update(colors=2, motions=1, videos_per_class=2, frames=4, size=32)
+        params["synthetic"]["test_fraction"] = 0.5
+        params["data"].update(
+            layout="folder", root="videos", lists="videos", min_frames=8, test_fraction=0.25
+        )
+        params["data"]["val_fraction"] = 0.34
+        params["clip"].update(flow_stack=4, crop=28)
+        params["eval"].update(clips=2)
+        params["train"].update(epochs=1, batch_size=4)
+        params["fusion"].update(epochs=1)
+
+    _scratch_project(dst, folder)
+    _run(dst, "dvc", "repro")
+    return dst
+
+
+def test_class_names_with_spaces_and_any_script_end_to_end(folder_project):
+    p = folder_project
+    assert (p / "data/classes.txt").read_text(encoding="utf-8") == "".join(
+        f"{name}\n" for name in CLASSES
+    )
+    with open(p / "data/manifest.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["class_name"] for r in rows} == set(CLASSES) and len(rows) == 12
+    assert "air_drumming__clip_0_è" in {r["video_id"] for r in rows}
+    assert {s for r in rows for s in [r["split"]]} == {"train", "val", "test"}
+    assert len(list((p / "data/videos").glob("*.tfrecord"))) == 12
+    index = json.loads((p / "data/shards/index.json").read_text(encoding="utf-8"))
+    assert set(index["splits"]["train"]["per_class"]) == set(CLASSES)
+    for name in ("rgb", "flow", "fusion", "late"):
+        with open(p / f"metrics/{name}_per_class.csv", encoding="utf-8") as f:
+            assert [r["class_name"] for r in csv.DictReader(f)] == list(CLASSES)
+        with open(p / f"metrics/{name}_confusion.csv", encoding="utf-8") as f:
+            pairs = list(csv.DictReader(f))
+        assert len(pairs) == 3 and {r["actual"] for r in pairs} == set(CLASSES)
+        assert {r["predicted"] for r in pairs} <= set(CLASSES)
+    summary = (p / "reports/summary.md").read_text(encoding="utf-8")
+    assert "| Two-stream fusion | conv | relu5 | avg2d |" in summary
+    assert "synthetic" not in summary  # not the bundled data: no check of the paper's point
+    out = _run(p, sys.executable, "-m", "pipeline.predict", "videos/café crème/clip 3 è.avi",
+               "--top", "3", stdout_only=True)  # fmt: skip
+    ranked = [line.split(". ", 1)[1].rsplit(None, 1) for line in out.strip().splitlines()[1:]]
+    assert sorted(name for name, _ in ranked) == sorted(CLASSES), out
+
+
+def _declared(stage):
+    return set(stage.get("params", []))
+
+
+def _leaves(params, key):
+    """The leaf keys under ``key`` in params.yaml (``key`` itself when it is a value)."""
+    node = params
+    for part in key.split("."):
+        node = node[part]
+    if not isinstance(node, dict):
+        return {key}
+    return {leaf for k in node for leaf in _leaves(params, f"{key}.{k}")}
+
+
+def test_every_stage_declares_exactly_the_params_it_reads(project, folder_project):
+    """Every stage run in this module logged the keys it read (pipeline/params.py: READS_LOG).
+    Over all runs (both layouts, both flow engines, several fusions) each stage must declare in
+    dvc.yaml every key it read, and read every key (every key of a section) it declares; the
+    keys that only steer a run (RUN_ONLY) must be read by nobody's declaration."""
+    _run(project, "dvc", "repro")
+    _run(project, "dvc", "exp", "run", "-S", "flow.engine=keras")  # cached if it ran before
+    reads = {}
+    for line in _reads_log(project).read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if entry["stage"]:
+            reads.setdefault(entry["stage"], set()).update(entry["reads"])
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    problems = []
+    for name, stage in stages.items():
+        assert name in reads, f"stage {name} never ran here"
+        read = reads[name] - set(RUN_ONLY)
+        declared = _declared(stage)
+        for key in sorted(read):
+            if not any(key == d or key.startswith(d + ".") for d in declared):
+                problems.append(f"{name} reads {key} but does not declare it")
+        for key in sorted(declared):
+            if unread := sorted(_leaves(params, key) - read):
+                problems.append(f"{name} declares {key} but never reads {unread}")
+    assert not problems, "\n".join(problems)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline import evaluate as ev
+from pipeline import scoring
 
 
 def _batches(scores, labels, ids, size):
@@ -38,7 +39,7 @@ def test_accumulate_averages_clips_per_video_whatever_the_chunking():
     ids = np.array([f"v{i // 4}".encode() for i in range(20)])  # 5 videos x 4 clips
     labels = np.array([i // 4 % 3 for i in range(20)])
     scores = rng.dirichlet(np.ones(3), 20)
-    results = [ev.accumulate(_batches(scores, labels, ids, size), 3) for size in (1, 3, 20)]
+    results = [scoring.accumulate(_batches(scores, labels, ids, size), 3) for size in (1, 3, 20)]
     vids, lab, mean, count = results[0]
     assert vids == ["v0", "v1", "v2", "v3", "v4"] and count.tolist() == [4] * 5
     np.testing.assert_allclose(mean[1], scores[4:8].mean(0))
@@ -108,3 +109,11 @@ def test_forced_model_through_the_real_reader(tiny_project, monkeypatch, tmp_pat
     assert summary["mean_class_accuracy"] == pytest.approx(0.25)
     with pytest.raises(ev.EvaluateError, match="run evaluate_rgb first"):
         ev.evaluate("late", params)
+
+
+def test_class_names_that_do_not_match_the_scores_are_refused(tmp_path):
+    scores = np.eye(4)[[0, 1, 2]]
+    with pytest.raises(ev.EvaluateError, match="names 3 classes, the scores have 4"):
+        ev.write_outputs("rgb", ["a", "b", "c"], np.array([0, 1, 2]), scores, 1, {},
+                         ["x", "y", "z"], tmp_path / "s", tmp_path / "m")  # fmt: skip
+    assert not (tmp_path / "m").exists()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
+from pipeline import contracts, flow_compute
 from pipeline import flow as fl
-from pipeline import records
 from pipeline.params import parse_params
 from pipeline.synthesize import write_video
 
@@ -59,7 +59,9 @@ def _count(path):
 
 
 def _record(out_dir, video_id):
-    return records.decode_record(next(records.read_records(str(out_dir / f"{video_id}.tfrecord"))))
+    return contracts.decode_record(
+        next(contracts.read_records(str(out_dir / f"{video_id}.tfrecord")))
+    )
 
 
 def _decoded_flow(rec, i):
@@ -67,19 +69,19 @@ def _decoded_flow(rec, i):
         cv2.imdecode(np.frombuffer(rec[k][i], np.uint8), cv2.IMREAD_GRAYSCALE)
         for k in ("flow_x", "flow_y")
     ]
-    return records.dequantize_flow(np.stack(xy, -1), rec["flow_bound"])
+    return contracts.dequantize_flow(np.stack(xy, -1), rec["flow_bound"])
 
 
 def test_quantisation_round_trip():
     bound = 20.0
     v = np.array([-50.0, -20.0, -1.0, 0.0, 0.3, 19.99, 20.0, 35.0])
-    q = records.quantize_flow(v, bound)
+    q = contracts.quantize_flow(v, bound)
     assert q.dtype == np.uint8
     assert q.tolist() == [0, 0, 122, 128, 130, 255, 255, 255]
-    back = records.dequantize_flow(q, bound)
+    back = contracts.dequantize_flow(q, bound)
     assert back[3] == 0.0
     assert np.all(np.abs(back[1:-1] - np.clip(v[1:-1], -bound, bound)) <= bound / 127.5 / 2 + 1e-6)
-    assert records.dequantize_flow(np.uint8(0), bound) == pytest.approx(-20.078, abs=1e-3)
+    assert contracts.dequantize_flow(np.uint8(0), bound) == pytest.approx(-20.078, abs=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -87,9 +89,9 @@ def test_quantisation_round_trip():
     [(None, (320, 240)), (120, (160, 120)), (300, (400, 300)), ([64, 48], (64, 48))],
 )
 def test_size_policy(size, expected):
-    assert fl.target_size(320, 240, size) == expected
+    assert flow_compute.target_size(320, 240, size) == expected
     if isinstance(size, int):  # the shorter side, in portrait too
-        assert fl.target_size(240, 320, size) == expected[::-1]
+        assert flow_compute.target_size(240, 320, size) == expected[::-1]
 
 
 @pytest.mark.parametrize(("dx", "dy"), [(0.6, -0.4), (-1.3, 0.8)])
@@ -300,7 +302,7 @@ def test_keras_engine_writes_the_records_opencv_does(tmp_path, fp, videos, raw_p
             step = 2 * fp.bound / 255  # one uint8 level: engines agree to a fraction of it
             assert diff.mean() < step / 2, (row["video_id"], i, diff.mean())
     _read_back(tmp_path, rows[:-1], raw_params)
-    direct = fl.flow_video_keras(str(wide), 5, keras_p)  # what pipeline.predict runs
+    direct = flow_compute.flow_video_keras(str(wide), 5, keras_p)  # what pipeline.predict runs
     rec = _record(tmp_path / "k", "wide")
     assert direct.rgb == rec["rgb"] and len(direct.flow_x) == len(rec["flow_x"]) == 4
     again = fl.run_flow(keras_p, rows[:-1], tmp_path / "k", tmp_path / "kf.csv")
@@ -364,3 +366,38 @@ def test_keras_engine_resumes_to_the_same_records(tmp_path, fp, videos, monkeypa
     for row in rows:
         name = f"{row['video_id']}.tfrecord"
         assert (tmp_path / "k" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
+
+
+class InProcessScheduler:
+    """The smallest scheduler: every video in this process, one after the other."""
+
+    def __init__(self, p):
+        self.p, self.done = p, []
+
+    def run(self, tasks):
+        for task in tasks:
+            try:
+                result = fl.flow_video(task.path, task.frames, self.p)
+            except ValueError as exc:
+                result = exc
+            self.done.append(task.video_id)
+            yield task, result
+
+
+def test_any_scheduler_behind_the_interface_writes_the_same_records(tmp_path, fp, videos):
+    """The seam a cluster executor implements: the stage keeps the cache and the writes."""
+    rows = _rows(videos)
+    rows.append({"video_id": "gone", "path": str(videos[0]), "label": 0, "frames": 99})
+    p = dataclasses.replace(fp, max_failure_fraction=0.5)
+    pooled = fl.run_flow(p, rows, tmp_path / "pool", tmp_path / "pf.csv")
+    scheduler = InProcessScheduler(p)
+    mine = fl.run_flow(p, rows, tmp_path / "mine", tmp_path / "mf.csv", scheduler=scheduler)
+    assert sorted(scheduler.done) == sorted(r["video_id"] for r in rows)
+    assert (mine.computed, len(mine.failed)) == (pooled.computed, len(pooled.failed)) == (4, 1)
+    assert "decoded only 4 of the 99 frames" in mine.failed[0]["reason"]
+    for row in rows[:-1]:
+        name = f"{row['video_id']}.tfrecord"
+        assert (tmp_path / "mine" / name).read_bytes() == (tmp_path / "pool" / name).read_bytes()
+    assert (tmp_path / "mf.csv").read_text() == (tmp_path / "pf.csv").read_text()
+    again = fl.run_flow(p, rows, tmp_path / "mine", tmp_path / "mf.csv", scheduler=scheduler)
+    assert (again.reused, again.computed) == (4, 0) and len(scheduler.done) == 5 + 1

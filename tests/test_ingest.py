@@ -1,12 +1,14 @@
 import csv
 import os
 import time
+import unicodedata
 from pathlib import Path
 
 import cv2
 import pytest
 import yaml
 
+from pipeline import contracts
 from pipeline import ingest as ing
 from pipeline.params import parse_params
 
@@ -178,7 +180,7 @@ def test_bad_videos_are_rejected_with_reasons_and_the_stage_goes_on(
     assert len(table) == 9 and set(table[0]) == {"path", "class_name", "split", "reason"}
     with open(tmp_path / "out/manifest.csv") as f:
         manifest = list(csv.DictReader(f))
-    assert list(manifest[0]) == list(ing.MANIFEST_COLUMNS) and len(manifest) == 15
+    assert list(manifest[0]) == list(contracts.MANIFEST_COLUMNS) and len(manifest) == 15
     assert (tmp_path / "out/classes.txt").read_text() == "Ape\nBat\n"
 
 
@@ -239,3 +241,24 @@ def test_main_writes_outputs(tmp_path, raw_params, make_video, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ing.main()
     assert sorted(os.listdir("data")) == ["classes.txt", "manifest.csv", "rejected.csv"]
+
+
+def test_folder_class_names_with_spaces_and_any_script(tmp_path, raw_params, make_video):
+    root = tmp_path / "tree"
+    decomposed = unicodedata.normalize("NFD", "café crème")  # as some archives store it
+    for name in ("air drumming", decomposed, "прыжки"):
+        for i in range(3):
+            make_video(root / name / f"clip {i}.avi", seed=i)
+    p = _params(raw_params, root, layout="folder", test_fraction=0.34, val_fraction=0.0)
+    classes, rows, rejected = ing.ingest(p)
+    assert classes == ["air drumming", decomposed, "прыжки"] and rejected == []
+    ids = {r["video_id"] for r in rows}
+    assert {"air_drumming__clip_0", "café_crème__clip_0", "прыжки__clip_2"} <= ids
+    ing.write_outputs(tmp_path / "out", classes, rows, rejected)
+    assert contracts.read_classes(tmp_path / "out/classes.txt") == classes
+    assert {r["class_name"] for r in contracts.read_manifest(tmp_path / "out/manifest.csv")} == {
+        *classes
+    }
+    make_video(root / "two\nlines" / "clip 0.avi")
+    with pytest.raises(ing.IngestError, match=r"'two\\nlines' \(it holds a line break\)"):
+        ing.ingest(p)

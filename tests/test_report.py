@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from pipeline import report
+from pipeline import contracts, report
 from pipeline.params import parse_params
 
 
@@ -96,7 +96,7 @@ def test_report_names_the_missing_stage(tmp_path, raw_params):
     m = _all()
     del m["late"]
     _write(tmp_path / "metrics", m)
-    with pytest.raises(report.ReportError, match="evaluate_late"):
+    with pytest.raises(contracts.MissingInputError, match="evaluate_late"):
         report.report(parse_params(raw_params), tmp_path / "metrics", tmp_path / "reports")
 
 

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 
+from pipeline import contracts
 from pipeline import train as tr
 from pipeline.params import load_params
 
@@ -320,5 +321,5 @@ def test_checkpoint_key_of_a_stream_ignores_fusion_params(tiny_project):
     assert tr.run_key("fusion", params, shards, Path("m")) != tr.run_key(
         "fusion", other, shards, Path("m")
     )
-    with pytest.raises(tr.TrainError, match="run the shard stage first"):
+    with pytest.raises(contracts.MissingInputError, match="run the shard stage first"):
         tr.count_videos("train", str(tiny_project / "nowhere"))

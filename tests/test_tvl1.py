@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline import tvl1
-from pipeline.flow import create_tvl1
+from pipeline.flow_compute import create_tvl1
 from pipeline.params import parse_params
 
 H, W = 48, 64  # not square: catches a swapped axis

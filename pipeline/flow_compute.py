@@ -1,0 +1,234 @@
+"""One video's frames and flows, and the record they make: the same code for the flow stage,
+its worker processes, its schedulers and ``pipeline.predict``.
+
+A video is decoded frame by frame and resized by ``flow.size``; each consecutive pair of grey
+frames gets TV-L1 flow, from OpenCV (:func:`flow_video`, in a worker process, one fresh
+``DualTVL1OpticalFlow`` per video) or from the keras engine (``pipeline.tvl1``, batches of
+``flow.batch`` pairs: :func:`decode_video` in a worker, :func:`batched_flow` where the
+accelerator is); flows are quantised to uint8 and JPEG-encoded with the frames
+(:func:`encode_flow`), so only bytes travel between processes. :func:`video_record` turns them
+into the per-video record of ``pipeline.contracts``, stamped with :func:`record_settings`.
+
+TensorFlow is never imported here (the keras engine imports Keras, on whatever backend).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pipeline import contracts
+from pipeline.params import FlowParams, TVL1Params
+
+
+def create_tvl1(t: TVL1Params) -> cv2.optflow.DualTVL1OpticalFlow:
+    """OpenCV's TV-L1 with ``flow.tvl1`` (note its Python spellings lambda_, innnerIterations)."""
+    return cv2.optflow.DualTVL1OpticalFlow_create(
+        tau=t.tau,
+        lambda_=t.lambda_,
+        theta=t.theta,
+        nscales=t.nscales,
+        warps=t.warps,
+        epsilon=t.epsilon,
+        innnerIterations=t.inner_iterations,
+        outerIterations=t.outer_iterations,
+        scaleStep=t.scale_step,
+        gamma=t.gamma,
+        medianFiltering=t.median_filtering,
+    )
+
+
+def init_worker() -> None:
+    """Once per worker process: one thread for OpenCV (the pool gives the parallelism)."""
+    cv2.setNumThreads(1)
+
+
+def target_size(width: int, height: int, size: int | list[int] | None) -> tuple[int, int]:
+    """(W, H) after the ``flow.size`` policy: null keeps, N sets the shorter side, [W, H] fixes."""
+    if size is None:
+        return width, height
+    if isinstance(size, list):
+        return size[0], size[1]
+    scale = size / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+@dataclass
+class VideoFlow:
+    """What a worker sends back: encoded frames and flows, and how long the flow took."""
+
+    rgb: list[bytes]
+    flow_x: list[bytes]
+    flow_y: list[bytes]
+    width: int
+    height: int
+    seconds: float
+
+
+def _frames(path: str, p: FlowParams) -> Iterator[np.ndarray]:
+    """The video's BGR frames, resized by ``flow.size``, one at a time."""
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise ValueError("cannot be opened as a video any more (changed since ingest?)")
+    size = None
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return
+            if size is None:
+                size = target_size(frame.shape[1], frame.shape[0], p.size)
+            if (frame.shape[1], frame.shape[0]) != size:
+                shrink = size[0] * size[1] < frame.shape[0] * frame.shape[1]
+                interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+                frame = cv2.resize(frame, size, interpolation=interp)
+            yield frame
+    finally:
+        cap.release()
+
+
+def _check_count(decoded: int, expected_frames: int) -> None:
+    if decoded < max(2, expected_frames):
+        raise ValueError(
+            f"decoded only {decoded} of the {expected_frames} frames the manifest lists "
+            "(the file changed or broke since ingest; re-run ingest)"
+        )
+
+
+def encode_flow(flow: np.ndarray, p: FlowParams) -> tuple[bytes, bytes]:
+    """One flow field ``(H, W, 2)`` in pixels as the records keep it: two uint8 JPEGs."""
+    q = contracts.quantize_flow(flow, p.bound)
+    jpeg = [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality]
+    return tuple(cv2.imencode(".jpg", q[..., c], jpeg)[1].tobytes() for c in (0, 1))
+
+
+def flow_video(path: str, expected_frames: int, p: FlowParams) -> VideoFlow:
+    """Decode ``path`` and compute OpenCV's flow of every consecutive pair (frames streamed).
+
+    Raises:
+        ValueError: the video cannot be opened, or decodes fewer frames than ``expected_frames``
+            (the manifest's count: the file changed or broke since ingest).
+    """
+    # A fresh instance per video: OpenCV's DualTVL1 keeps state across calls, and after a
+    # frame pair of another size its results differ (up to 0.28 px measured), so reusing one
+    # instance would make a record depend on which video its worker happened to do before.
+    tvl1 = create_tvl1(p.tvl1)
+    jpeg = [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality]
+    rgb, flow_x, flow_y = [], [], []
+    prev, start = None, time.perf_counter()
+    for frame in _frames(path, p):
+        rgb.append(cv2.imencode(".jpg", frame, jpeg)[1].tobytes())
+        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        if prev is not None:
+            x, y = encode_flow(tvl1.calc(prev, grey, None), p)
+            flow_x.append(x)
+            flow_y.append(y)
+        prev = grey
+    _check_count(len(rgb), expected_frames)
+    h, w = prev.shape
+    return VideoFlow(rgb, flow_x, flow_y, w, h, time.perf_counter() - start)
+
+
+@dataclass
+class DecodedVideo:
+    """What a decoding worker of the keras engine sends back: RGB JPEGs and grey frames."""
+
+    rgb: list[bytes]
+    grey: np.ndarray  # (F, H, W) uint8
+
+
+def decode_video(path: str, expected_frames: int, p: FlowParams) -> DecodedVideo:
+    """Decode ``path`` for the keras engine (the flow is computed in batches by the parent)."""
+    jpeg = [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality]
+    rgb, grey = [], []
+    for frame in _frames(path, p):
+        rgb.append(cv2.imencode(".jpg", frame, jpeg)[1].tobytes())
+        grey.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    _check_count(len(rgb), expected_frames)
+    return DecodedVideo(rgb, np.stack(grey))
+
+
+def batched_flow(i0: np.ndarray, i1: np.ndarray, p: FlowParams) -> np.ndarray:
+    """The keras engine's flow of up to ``flow.batch`` pairs, always run as a full batch (the
+    last pair repeated): one compiled shape, and a pair's flow never depends on how many
+    pairs came with it (XLA's code, and so its rounding, changes with the batch size)."""
+    from pipeline import tvl1
+
+    n = len(i0)
+    pad = [n - 1] * (p.batch - n)
+    i0, i1 = np.concatenate([i0, i0[pad]]), np.concatenate([i1, i1[pad]])
+    return tvl1.tvl1(i0, i1, p.tvl1)[:n]
+
+
+def flow_video_keras(path: str, expected_frames: int, p: FlowParams) -> VideoFlow:
+    """:func:`flow_video` with the keras engine, in this process (``pipeline.predict``)."""
+    start = time.perf_counter()
+    video = decode_video(path, expected_frames, p)
+    flow_x, flow_y = [], []
+    for lo in range(0, len(video.grey) - 1, p.batch):
+        hi = min(lo + p.batch, len(video.grey) - 1)
+        for flow in batched_flow(video.grey[lo:hi], video.grey[lo + 1 : hi + 1], p):
+            x, y = encode_flow(flow, p)
+            flow_x.append(x)
+            flow_y.append(y)
+    h, w = video.grey.shape[1:]
+    return VideoFlow(video.rgb, flow_x, flow_y, w, h, time.perf_counter() - start)
+
+
+def resolve_engine(engine: str) -> str:
+    """``flow.engine`` as run: ``auto`` is ``keras`` when a GPU is visible, else ``opencv``."""
+    if engine != "auto":
+        return engine
+    from pipeline import tvl1
+
+    return "keras" if tvl1.gpu_visible() else "opencv"
+
+
+def video_record(
+    video_id: str, label: int, result: VideoFlow, p: FlowParams, settings: dict, key: str
+) -> bytes:
+    """The serialised record of one video's frames and flows (:func:`record_settings` stamped)."""
+    return contracts.encode_record(
+        video_id=video_id,
+        label=label,
+        height=result.height,
+        width=result.width,
+        flow_bound=p.bound,
+        rgb=result.rgb,
+        flow_x=result.flow_x,
+        flow_y=result.flow_y,
+        flow_engine=settings["engine_version"],
+        flow_params=settings,
+        cache_key=key,
+    )
+
+
+def record_settings(p: FlowParams, engine: str | None = None) -> dict:
+    """Every value that shapes a record; part of each record's cache key and context.
+
+    ``engine`` is the engine actually run (``flow.engine`` resolved); its library versions
+    (and, for keras, the backend and the batch size it compiles for) are part of the key.
+    """
+    engine = engine or resolve_engine(p.engine)
+    settings = {
+        "schema_version": contracts.SCHEMA_VERSION,
+        "engine": engine,
+        "engine_version": f"opencv {cv2.__version__}",
+        "size": p.size,
+        "bound": p.bound,
+        "jpeg_quality": p.jpeg_quality,
+        "tvl1": dataclasses.asdict(p.tvl1),
+    }
+    if engine == "keras":
+        from pipeline import tvl1
+
+        # OpenCV still decodes, resizes and encodes: its version stays in the key
+        settings.update(
+            engine_version=f"{tvl1.engine_version()}; opencv {cv2.__version__}", batch=p.batch
+        )
+    return settings
