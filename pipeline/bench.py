@@ -309,7 +309,8 @@ def bench_train(overrides: list[str], stream: str, steps: int) -> None:
     from pipeline.params import PARAMS_FILE, parse_params
     from pipeline.train import precision_policy
 
-    params = parse_params(apply_overrides(yaml.safe_load(Path(PARAMS_FILE).read_text()), overrides))
+    raw = yaml.safe_load(Path(PARAMS_FILE).read_text(encoding="utf-8"))
+    params = parse_params(apply_overrides(raw, overrides))
     policy = precision_policy(params.train.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
     classes = params.model.num_classes or 101

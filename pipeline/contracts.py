@@ -3,22 +3,23 @@ how it is written and read.
 
 Stages import this module and never each other (``tests/test_dvc_yaml.py`` fails if one does),
 so an edit of one stage's code re-runs that stage alone, and a file's format is changed in one
-place for its writer and its readers alike.
+place for its writer and its readers alike. What each file is, who writes and who reads it:
 
-=================================  ===============  ==========================================
-file                               written by       read by
-=================================  ===============  ==========================================
-``data/manifest.csv``              ingest           flow, shard
-``data/classes.txt``               ingest           train, evaluate, predict (:func:`read_classes`)
-``data/rejected.csv``              ingest           people
-``data/videos/<video_id>.tfrecord``  flow           shard (copied byte for byte)
-``data/flow_failed.csv``           flow             people
-``data/shards/`` + ``index.json``  shard            train, evaluate (through ``pipeline.dataset``)
-``models/<name>.keras``            train            train (fusion), evaluate, predict
-``scores/<name>.npz``              evaluate         evaluate (late)
-``metrics/<name>.json`` and co.    evaluate         report, DVC (metrics, plots)
-``reports/summary.{md,png}``       report           people
-=================================  ===============  ==========================================
+- ``data/manifest.csv``: ingest writes it; flow and shard read it.
+- ``data/classes.txt``: ingest; train, evaluate and predict read it (:func:`read_classes`).
+- ``data/rejected.csv``: ingest; for people.
+- ``data/videos/<video_id>.tfrecord``: flow; shard copies them byte for byte.
+- ``data/flow_failed.csv``: flow; for people.
+- ``data/shards/`` and its ``index.json``: shard; train and evaluate (``pipeline.dataset``).
+- ``models/<name>.keras``: train; train (fusion), evaluate and predict load them with
+  ``layers`` imported (its custom layers), which this module does not import: every stage
+  would then depend on ``layers/``.
+- ``scores/<name>.npz``: evaluate; evaluate (late).
+- ``metrics/<name>.json`` and its per-class and confusion tables: evaluate; report, DVC.
+- ``reports/summary.{md,png}``: report; for people.
+
+The raw videos and their split lists are the datasets' own formats (UCF101's, HMDB51's, a
+folder per class), read by ingest's listers; ``synthesize`` writes UCF101's.
 
 Every writer here is atomic (:func:`atomic_path`): the file appears whole, under its final
 name, in one rename, so a reader never sees half of it and a killed stage leaves the previous
@@ -103,8 +104,9 @@ def temporary_name(path: str | Path, keep_suffix: bool = False) -> str:
 
 
 def is_temporary(name: str) -> bool:
-    """Whether ``name`` is a leftover of a write that a kill interrupted."""
-    return name.endswith(TEMP_MARK) or f"{TEMP_MARK}." in name
+    """Whether ``name`` is the leftover of a write that a kill interrupted (the default
+    ``<path>.tmp`` names; ``keep_suffix`` ones are for Keras models, in folders nobody scans)."""
+    return name.endswith(TEMP_MARK)
 
 
 def _is_url(path: str) -> bool:
@@ -132,7 +134,7 @@ def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[str]:
     try:
         yield tmp
     except BaseException:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(Exception):  # the error that got us here is the one to see
             if _is_url(tmp):
                 import tensorflow as tf
 
@@ -146,6 +148,14 @@ def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[str]:
         tf.io.gfile.rename(tmp, path, overwrite=True)
     else:
         os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | Path) -> Iterator[list[str]]:
+    """:func:`atomic_path` for several files that belong together: every one is written to its
+    temporary name first, then all are moved into place (none, if the block raises)."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(path)) for path in paths]
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -240,8 +250,9 @@ SCHEMA_VERSION = 1
 FLOW_FAILED_COLUMNS = ("video_id", "path", "reason")
 
 
-def record_path(video_id: str, videos_dir: str | Path = VIDEOS_DIR) -> Path:
-    return Path(videos_dir) / f"{video_id}.tfrecord"
+def record_path(video_id: str, videos_dir: str | Path = VIDEOS_DIR) -> str:
+    """``<videos_dir>/<video_id>.tfrecord``, a string: ``videos_dir`` may be a ``gs://`` URL."""
+    return f"{videos_dir}/{video_id}.tfrecord"
 
 
 def write_flow_failed(path: str | Path, rows: Iterable[dict]) -> None:

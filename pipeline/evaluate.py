@@ -75,7 +75,8 @@ def write_outputs(
     if scores.shape[1] != len(class_names):
         raise EvaluateError(
             f"{contracts.CLASSES} names {len(class_names)} classes, the scores have "
-            f"{scores.shape[1]}: the model was trained on other data; re-run `dvc repro`"
+            f"{scores.shape[1]}: set model.num_classes to null (or {len(class_names)}) and "
+            "train on this data (dvc repro)"
         )
     scores_dir, metrics_dir = scores_dir or SCORES_DIR, metrics_dir or METRICS_DIR
     m = metrics(labels, scores)

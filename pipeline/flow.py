@@ -164,7 +164,9 @@ def run_flow(
 ) -> Summary:
     """Bring ``out_dir`` up to date with ``rows``; raises :class:`FlowError` past the limit.
 
-    ``scheduler`` computes the videos to do (default: :func:`local_scheduler` of the engine).
+    ``scheduler`` computes the videos to do (default: :func:`local_scheduler` of the engine
+    run, whose opencv scheduler calls ``task`` for each video); its ``run`` must be a generator
+    (closing it stops the work).
     """
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -182,12 +184,14 @@ def run_flow(
         try:
             content, stat = _content_hash(row, old)
         except OSError as exc:
-            contracts.record_path(row["video_id"], out_dir).unlink(missing_ok=True)  # never stale
+            Path(contracts.record_path(row["video_id"], out_dir)).unlink(
+                missing_ok=True
+            )  # no stale
             failed.append({**row, "reason": f"cannot read the video: {exc}"})
             continue
         key = cache_key(settings, content, row["video_id"], row["label"])
         entry = {"video_id": row["video_id"], "key": key, "content_sha256": content, **stat}
-        record = contracts.record_path(row["video_id"], out_dir)
+        record = Path(contracts.record_path(row["video_id"], out_dir))
         if old and old.get("key") == key and record.exists():
             entries[row["video_id"]] = {**old, **entry}
         else:
@@ -203,9 +207,9 @@ def run_flow(
         scheduler = local_scheduler(engine, p, pools.worker_count(p.workers, len(todo)), task)
     results = scheduler.run(tasks)
     try:
-        for done, result in results:
-            row, entry = jobs[done.video_id]
-            record = contracts.record_path(row["video_id"], out_dir)
+        for task_done, result in results:
+            row, entry = jobs[task_done.video_id]
+            record = Path(contracts.record_path(row["video_id"], out_dir))
             if isinstance(result, BaseException):  # a bad video, or a worker that died
                 record.unlink(missing_ok=True)  # never leave a stale record behind
                 failed.append({**row, "reason": _failure_reason(result)})

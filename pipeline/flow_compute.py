@@ -9,7 +9,8 @@ accelerator is); flows are quantised to uint8 and JPEG-encoded with the frames
 (:func:`encode_flow`), so only bytes travel between processes. :func:`video_record` turns them
 into the per-video record of ``pipeline.contracts``, stamped with :func:`record_settings`.
 
-TensorFlow is never imported here (the keras engine imports Keras, on whatever backend).
+Worker processes never import TensorFlow: only :func:`video_record`, which the stage process
+runs, does (through the contracts); the keras engine imports Keras, on whatever backend.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def preview(
     columns: int = 8,
 ) -> Path:
     """PNG strip for one record: RGB frames above their colour-coded flow, plus a colour key."""
-    path = contracts.record_path(video_id, out_dir)
+    path = Path(contracts.record_path(video_id, out_dir))
     if not path.exists():
         raise contracts.MissingInputError(
             f"no record {path}; ids are in {contracts.MANIFEST} (run the flow stage first)"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -80,10 +80,10 @@ class _Job:
 
     task: VideoTask
     video: DecodedVideo
-    left: int
+    left: int  # pairs still to come; -1 once the video failed
     start: float
-    flow_x: list = field(default_factory=list)
-    flow_y: list = field(default_factory=list)
+    flow_x: list[bytes]
+    flow_y: list[bytes]
 
 
 @dataclass

@@ -27,6 +27,7 @@ Run: ``python -m pipeline.ingest`` (reads ``data.*`` from ``params.yaml``).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import math
 import random
 import re
@@ -97,9 +98,13 @@ class Probe:
 
 
 def _safe_id(text: str) -> str:
-    """A file-name-safe id: letters and digits of any script, ``_``, ``.`` and ``-`` are kept
-    (NFC); every run of anything else becomes one ``_`` ("air drumming" -> "air_drumming")."""
-    return re.sub(r"[^\w.-]+", "_", unicodedata.normalize("NFC", text)).strip("_")
+    """A file-name-safe id: letters, marks and digits of any script, ``_``, ``.`` and ``-`` are
+    kept (NFC); every run of anything else becomes one ``_`` ("air drumming" -> "air_drumming")."""
+    kept = (
+        c if c in "._-" or unicodedata.category(c)[0] in "LMN" else "\0"
+        for c in unicodedata.normalize("NFC", text)
+    )
+    return re.sub("\0+", "_", "".join(kept)).strip("_")
 
 
 def _ucf_group(class_name: str, stem: str) -> str:
@@ -119,24 +124,33 @@ class _Disk:
         return exact if exact.is_file() else self._lower.get(rel.lower())
 
 
-def _read_lines(path: Path, hint: str) -> list[list[str]]:
+def _read_lines(path: Path, hint: str) -> list[str]:
+    """The non-blank lines of a split list, stripped (UTF-8; a byte-order mark is skipped)."""
     if not path.is_file():
         raise IngestError(f"split list {path} not found; {hint}")
-    return [line.split() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in path.read_text("utf-8-sig").splitlines() if line.strip()]
+
+
+def _name_and_number(line: str) -> tuple[str, str]:
+    """``"air drumming/clip 1.avi 3"`` -> ``("air drumming/clip 1.avi", "3")``: a trailing
+    number is split off; what comes before it, spaces and all, is the path. No number: ``""``."""
+    m = re.fullmatch(r"(.*?\S)\s+(\d+)", line)
+    return (m.group(1), m.group(2)) if m else (line, "")
 
 
 def list_ucf101(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejection]]:
     """Classes, listed videos found on disk, and listed videos missing from it (UCF101)."""
     root, lists = Path(p.root), Path(p.lists)
     hint = "set data.lists to the folder holding classInd.txt and the train/test lists"
-    classes = [parts[1] for parts in _read_lines(lists / "classInd.txt", hint)]
+    # "1 ApplyEyeMakeup": the number first, then the name (which may hold spaces)
+    classes = [line.split(maxsplit=1)[-1] for line in _read_lines(lists / "classInd.txt", hint)]
     label_of = {name.lower(): i for i, name in enumerate(classes)}
     disk = _Disk(root)
     found, missing = [], []
     for split, name in (("train", "trainlist"), ("test", "testlist")):
         list_file = f"{name}{p.split:02d}.txt"
-        for parts in _read_lines(lists / list_file, hint):
-            rel = parts[0].replace("\\", "/")
+        for line in _read_lines(lists / list_file, hint):
+            rel = _name_and_number(line)[0].replace("\\", "/")
             class_dir, stem = rel.split("/")[0], Path(rel).stem
             if class_dir.lower() not in label_of:
                 missing.append(
@@ -184,22 +198,23 @@ def list_hmdb51(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejecti
     disk = _Disk(root)
     found, missing = [], []
     for label, (name, list_file) in enumerate(zip(classes, files, strict=True)):
-        for parts in _read_lines(list_file, ""):
-            if len(parts) < 2 or parts[1] not in ("1", "2"):
+        for line in _read_lines(list_file, ""):
+            file, number = _name_and_number(line)
+            if number not in ("1", "2"):
                 continue  # 0 = not used by this split
-            split = "train" if parts[1] == "1" else "test"
-            path = disk.find(f"{name}/{parts[0]}")
+            split = "train" if number == "1" else "test"
+            path = disk.find(f"{name}/{file}")
             if path is None:
                 missing.append(
                     Rejection(
-                        root / name / parts[0],
+                        root / name / file,
                         name,
                         split,
                         f"listed in {list_file.name} but not found on disk",
                     )
                 )
                 continue
-            stem = Path(parts[0]).stem
+            stem = Path(file).stem
             found.append(Candidate(path, name, label, split, f"{name}/{stem}", _safe_id(stem)))
     return classes, found, missing
 
@@ -286,15 +301,21 @@ def probe_all(
         pools.worker_count(workers, len(paths)),
         timeout=timeout_s,
     )
-    for i, result in tqdm(done, total=len(paths), desc="ingest: probe", unit="video"):
-        if isinstance(result, concurrent.futures.TimeoutError):
-            result = f"decoding took longer than data.probe_timeout_s = {timeout_s} s"
-        elif isinstance(result, ProcessExpired):
-            result = f"the decoder crashed ({result}; exit code {result.exitcode})"
-        elif isinstance(result, Exception):  # the probe's own error, e.g. not a video
-            result = str(result) or type(result).__name__
-        results[paths[i]] = result
+    with contextlib.closing(done):  # stops the workers at once on an error or Ctrl-C
+        for i, result in tqdm(done, total=len(paths), desc="ingest: probe", unit="video"):
+            results[paths[i]] = _reason(result, timeout_s)
     return results
+
+
+def _reason(result: object, timeout_s: float) -> Probe | str:
+    """A probe, or why the probe failed."""
+    if isinstance(result, concurrent.futures.TimeoutError):
+        return f"decoding took longer than data.probe_timeout_s = {timeout_s} s"
+    if isinstance(result, ProcessExpired):
+        return f"the decoder crashed ({result}; exit code {result.exitcode})"
+    if isinstance(result, Exception):  # the probe's own error, e.g. not a video
+        return str(result) or type(result).__name__
+    return result
 
 
 def judge(probe: Probe | str, min_frames: int) -> str | None:
@@ -424,14 +445,16 @@ def ingest(
 def write_outputs(
     out_dir: Path, classes: list[str], rows: list[dict], rejected: list[Rejection]
 ) -> None:
-    """The manifest, the class names and the rejected list, each written atomically."""
+    """The manifest, the class names and the rejected list: all three written, then all
+    three moved into place (a killed run leaves the previous three)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    contracts.write_classes(out_dir / contracts.CLASSES.name, classes)
-    contracts.write_rejected(
-        out_dir / contracts.REJECTED.name,
-        ((str(r.path), r.class_name, r.split, r.reason) for r in rejected),
-    )
-    contracts.write_manifest(out_dir / contracts.MANIFEST.name, rows)  # last: what flow reads
+    files = (contracts.MANIFEST, contracts.CLASSES, contracts.REJECTED)
+    with contracts.atomic_paths(*(out_dir / f.name for f in files)) as (manifest, names, why):
+        contracts.write_manifest(manifest, rows)
+        contracts.write_classes(names, classes)
+        contracts.write_rejected(
+            why, ((str(r.path), r.class_name, r.split, r.reason) for r in rejected)
+        )
 
 
 def main() -> None:

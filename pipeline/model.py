@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        raw = yaml.safe_load(Path(PARAMS_FILE).read_text())
+        raw = yaml.safe_load(Path(PARAMS_FILE).read_text(encoding="utf-8"))
         source = PARAMS_FILE + (" with -S " + " -S ".join(args.set) if args.set else "")
         params = parse_params(apply_overrides(raw, args.set), source=source)
         model = build_stream(args.stream, params) if args.stream else build_fused(params)

@@ -17,12 +17,14 @@ records the keys a process reads, which is how the tests hold dvc.yaml to the co
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,8 @@ import yaml
 PARAMS_FILE = "params.yaml"
 
 RUN_ONLY = {
-    "data.workers": "how many processes probe the videos; the manifest is the same for any number",
+    "data.workers": "how many processes probe the videos; the manifest is the same for any "
+    "number (but for a video that decodes in about data.probe_timeout_s on a loaded machine)",
     "data.max_rejected_fraction": "only whether ingest gives up; what it writes is the same",
     "flow.workers": "how many processes compute flow; the records are the same for any number",
     "flow.max_failure_fraction": "only whether the flow stage gives up; the records are the same",
@@ -44,7 +47,9 @@ stage reads is declared, and every declared key is read)."""
 READS_LOG = "PIPELINE_PARAMS_LOG"
 """When this environment variable names a file, every process that calls :func:`load_params`
 appends to it, as it exits, one JSON line: its DVC stage (``DVC_STAGE``), its command line, and
-each params key it read (``tests/test_dvc_pipeline.py`` checks them against dvc.yaml)."""
+each params key it read (``tests/test_dvc_pipeline.py`` checks them against dvc.yaml). Worker
+processes do not load params, so their reads are not recorded: the stage process reads every
+key it hands them (the flow stage stamps them all into each record)."""
 
 _reads: set[str] | None = None  # the keys read so far, while recording
 
@@ -67,6 +72,18 @@ class _Section:
             if f is not None and not isinstance(value, _Section):
                 _reads.add(f"{cls._name}.{f.metadata.get('key', attr)}")
         return value
+
+
+@contextlib.contextmanager
+def unrecorded() -> Iterator[None]:
+    """Reads in this block are not recorded: for keys that only make a cache or checkpoint key
+    (hashing a whole section), which are not what the stage's output depends on."""
+    global _reads
+    saved, _reads = _reads, None
+    try:
+        yield
+    finally:
+        _reads = saved
 
 
 def _record_reads(log: str) -> None:
@@ -459,7 +476,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     if not path.is_file():
         raise ParamsError(f"{path}: not found; run from the project root (where dvc.yaml is)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
     params = parse_params(raw, source=str(path))

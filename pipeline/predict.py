@@ -87,7 +87,7 @@ def predict(video: Path, model_path: Path, params: Params) -> list[tuple[str, fl
         raise PredictError(f"{video}: {exc}") from exc
     settings = flow_compute.record_settings(params.flow, engine)
     with tempfile.TemporaryDirectory() as tmp:
-        record = str(contracts.record_path("video", tmp))
+        record = contracts.record_path("video", tmp)
         contracts.write_record(
             record,
             flow_compute.video_record(video.stem, 0, result, params.flow, settings, "predict"),

@@ -357,7 +357,7 @@ def experiments_report(exp_show: list, out_dir: Path = REPORTS_DIR) -> str:
 
 def _read_json(path: Path) -> list:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ReportError(f"--exp-json {path}: {exc}") from exc
 

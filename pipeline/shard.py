@@ -68,7 +68,7 @@ def write_shards(
     available, missing = [], []
     sizes = {}
     for row in rows:
-        path = str(contracts.record_path(row["video_id"], videos_dir))
+        path = contracts.record_path(row["video_id"], videos_dir)
         if gfile.exists(path):
             sizes[row["video_id"]] = gfile.stat(path).length
             available.append(row)

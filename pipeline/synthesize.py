@@ -270,9 +270,13 @@ def synthesize(p: SyntheticParams, out: Path) -> None:
                     samples.append((name, frames))
                 (test if index < n_test else train).append(f"{rel} {label + 1}")
                 bar.update()
-    (tmp / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
-    (tmp / "trainlist01.txt").write_text("".join(line + "\n" for line in train))
-    (tmp / "testlist01.txt").write_text("".join(line.split()[0] + "\n" for line in test))
+    lists = {
+        "classInd.txt": [f"{i + 1} {n}" for i, n in enumerate(names)],
+        "trainlist01.txt": train,
+        "testlist01.txt": [line.split()[0] for line in test],
+    }
+    for name, lines in lists.items():
+        (tmp / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     _preview(samples, tmp / "preview.png")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

@@ -46,7 +46,7 @@ from pipeline import contracts
 from pipeline.contracts import LIVE_DIR, MODELS_DIR, SHARDS_DIR, count_videos
 from pipeline.dataset import clip_dataset
 from pipeline.model import build_fused, build_stream, count_params, init_from_streams, num_classes
-from pipeline.params import Params, PipelineError, load_params
+from pipeline.params import Params, PipelineError, load_params, unrecorded
 
 STREAMS = ("rgb", "flow", "fusion")
 CHECKPOINTS_DIR = Path("checkpoints")
@@ -151,30 +151,23 @@ def make_optimizer(params: Params, lr: float, steps_per_epoch: int) -> keras.opt
     return keras.optimizers.Adam(schedule, weight_decay=decay)
 
 
-def stage_params(stream: str, params: Params) -> dict:
-    """The params a stage's model depends on, and only those (dvc.yaml declares the same)."""
-    m = params.model
-    model = {"backbone": m.backbone, "num_classes": m.num_classes, "dropout": m.dropout}
-    if stream != "rgb":  # the rgb stream never reads the flow tower's backbone
-        model["flow_backbone"] = m.flow_backbone
-    parts = {
-        "clip": asdict(params.clip),
-        "model": model,
-        "train": asdict(params.train),
-        "eval.clips": params.eval.clips,
-    }
-    if stream == "fusion":  # a stream never depends on fusion.*: its checkpoints survive edits
-        parts["fusion"] = asdict(params.fusion)
-    return parts
-
-
 def run_key(stream: str, params: Params, shards_dir: str, models_dir: Path) -> str:
-    """Everything a run depends on: a checkpoint is resumed only under the same key."""
-    parts = {
-        "stream": stream,
-        "params": stage_params(stream, params),
-        "shards": contracts.read_shard_index(shards_dir),
-    }
+    """Everything a run depends on: a checkpoint is resumed only under the same key. It hashes
+    whole sections (more than the stage reads: a checkpoint is then dropped more often than
+    needed, never resumed wrongly), except what a stream never reads: ``fusion.*``, and for
+    the rgb stream ``model.flow_backbone``. Not recorded as reads (:func:`unrecorded`)."""
+    with unrecorded():
+        model = asdict(params.model)
+        if stream == "rgb":
+            del model["flow_backbone"]
+        parts = {
+            "stream": stream,
+            "params": {"clip": asdict(params.clip), "model": model, "train": asdict(params.train)},
+            "eval.clips": params.eval.clips,
+            "shards": contracts.read_shard_index(shards_dir),
+        }
+        if stream == "fusion":  # a stream never depends on fusion.*: its checkpoints survive
+            parts["fusion"] = asdict(params.fusion)
     if stream == "fusion":
         for name in ("rgb", "flow"):
             path = contracts.model_path(name, models_dir)
@@ -408,7 +401,7 @@ def train(
     state_file, ckpt = ckpt_dir / "state.json", ckpt_dir / "last.keras"
     start, state = 0, {}
     if state_file.exists() and ckpt.exists():
-        state = json.loads(state_file.read_text())
+        state = json.loads(state_file.read_text(encoding="utf-8"))
         if state.get("key") == key:
             start = int(state["epochs_done"])
         else:

@@ -16,7 +16,8 @@ from .conftest import ROOT
 
 
 def _reads_log(cwd):
-    """Where every stage run by these tests logs the params keys it read (pipeline/params.py)."""
+    """Where every stage run by these tests logs the params keys it read (pipeline/params.py):
+    one file for both scratch projects, which tmp_path_factory makes side by side."""
     return cwd.parent / "params_reads.jsonl"
 
 
@@ -161,7 +162,12 @@ def test_steering_params_rerun_nothing(project):
     params["data"]["workers"] = 1
     params["flow"]["max_failure_fraction"] = 0.5
     params["data"]["max_rejected_fraction"] = 0.5
-    assert {"flow.workers", "data.workers", "flow.max_failure_fraction"} <= set(RUN_ONLY)
+    assert set(RUN_ONLY) == {
+        "flow.workers",
+        "data.workers",
+        "flow.max_failure_fraction",
+        "data.max_rejected_fraction",
+    }
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run(project, "dvc", "repro")
     assert "Running stage" not in out
@@ -283,7 +289,7 @@ def folder_project(tmp_path_factory):
         params["data"]["val_fraction"] = 0.34
         params["clip"].update(flow_stack=4, crop=28)
         params["eval"].update(clips=2)
-        params["train"].update(epochs=1, batch_size=4)
+        params["train"].update(epochs=1, batch_size=4, optimizer="sgd")  # the other branch
         params["fusion"].update(epochs=1)
 
     _scratch_project(dst, folder)

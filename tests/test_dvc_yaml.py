@@ -32,15 +32,20 @@ def imports(module: str) -> set[str]:
     tree = ast.parse((ROOT / "pipeline" / f"{module}.py").read_text())
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "pipeline":
-                found |= {a.name for a in node.names}
-            elif node.module.startswith("pipeline."):
-                found.add(node.module.split(".")[1])
-            elif node.module.split(".")[0] == "layers":
+        if isinstance(node, ast.ImportFrom):
+            package = "pipeline" if node.level == 1 else node.module or ""
+            name = node.module if node.level == 1 else package.partition(".")[2]
+            top = package.split(".")[0]
+            assert node.level <= 1, f"{module}: import from outside pipeline/ ({node.module})"
+            if top == "layers":
                 found.add("layers")
+            elif top == "pipeline" and name:  # from pipeline.x import y, from .x import y
+                found.add(name.split(".")[0])
+            elif top == "pipeline":  # from pipeline import x, from . import x
+                found |= {a.name for a in node.names}
         elif isinstance(node, ast.Import):
             for alias in node.names:
+                assert alias.name != "pipeline", f"{module}: `import pipeline` hides what it uses"
                 if alias.name.startswith("pipeline."):
                     found.add(alias.name.split(".")[1])
                 elif alias.name.split(".")[0] == "layers":
@@ -128,11 +133,20 @@ def test_the_files_dvc_yaml_names_are_the_contracts():
     assert named == want, (sorted(named - want), sorted(want - named))
 
 
+def test_every_file_a_stage_reads_is_made_by_another_stage():
+    stages = _stages()
+    made = {path for s in stages.values() for k in ("outs", "metrics") for path in _paths(s.get(k))}
+    for name, stage in stages.items():
+        assert _paths(stage["deps"]) <= made, (name, sorted(_paths(stage["deps"]) - made))
+
+
 def test_run_only_keys_are_real_and_never_declared():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    code = "".join(p.read_text() for p in (ROOT / "pipeline").glob("*.py"))
     for key in RUN_ONLY:
         section, name = key.split(".")
         assert name in params[section], key
+        assert f".{name}" in code, f"{key} is read nowhere in pipeline/: a stale RUN_ONLY entry"
     for name, stage in _stages().items():
         declared = set(stage.get("params", []))
         assert not declared & set(RUN_ONLY), (name, declared & set(RUN_ONLY))

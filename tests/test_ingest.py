@@ -262,3 +262,38 @@ def test_folder_class_names_with_spaces_and_any_script(tmp_path, raw_params, mak
     make_video(root / "two\nlines" / "clip 0.avi")
     with pytest.raises(ing.IngestError, match=r"'two\\nlines' \(it holds a line break\)"):
         ing.ingest(p)
+
+
+def test_split_lists_with_spaces_in_names_and_paths(tmp_path, raw_params, make_video):
+    root = tmp_path / "ucf"
+    _ucf101_tree(root, make_video, classes=("Ape", "air drumming"), groups=3, clips=1)
+    (root / "classInd.txt").write_text("\ufeff1 Ape\r\n2 air drumming\r\n", encoding="utf-8")
+    classes, rows, rejected = ing.ingest(_params(raw_params, root, val_fraction=0.0))
+    assert classes == ["Ape", "air drumming"] and rejected == [] and len(rows) == 6
+    assert {r["video_id"] for r in rows if r["label"] == 1} == {
+        f"v_air_drumming_g0{g}_c01" for g in (1, 2, 3)
+    }
+    hmdb, lists = tmp_path / "hmdb", tmp_path / "splits"
+    lists.mkdir()
+    for name in ("wave hello", "run"):
+        make_video(hmdb / name / f"{name} one.avi")
+        make_video(hmdb / name / f"{name} two.avi", seed=1)
+        text = f"{name} one.avi 1 \n{name} two.avi 2\n"
+        (lists / f"{name}_test_split1.txt").write_text(text, encoding="utf-8")
+    p = _params(raw_params, hmdb, layout="hmdb51", lists=str(lists), val_fraction=0.0)
+    classes, rows, rejected = ing.ingest(p)
+    assert classes == ["run", "wave hello"] and rejected == []
+    assert sorted((r["class_name"], r["split"]) for r in rows) == [
+        ("run", "test"),
+        ("run", "train"),
+        ("wave hello", "test"),
+        ("wave hello", "train"),
+    ]
+
+
+def test_video_ids_keep_every_script_and_nothing_unsafe():
+    assert ing._safe_id("v_ApplyEyeMakeup_g08_c01") == "v_ApplyEyeMakeup_g08_c01"
+    assert ing._safe_id("air drumming__a (1)!") == "air_drumming__a_1"
+    assert ing._safe_id("हिंदी नृत्य") == "हिंदी_नृत्य"  # vowel signs are marks: kept
+    assert ing._safe_id(unicodedata.normalize("NFD", "café")) == "café"
+    assert ing._safe_id("../x/y\\z") == ".._x_y_z"
