@@ -189,10 +189,13 @@ MANIFEST_COLUMNS = (
     "label",
     "class_name",
     "split",
-    "frames",
-    "fps",
-    "width",
+    "frames",  # that decode: what flow computes on
+    "claimed_frames",  # that the container counts (0: it does not say)
+    "duration_s",  # that the container claims
+    "fps",  # the decoded frames' average rate
+    "width",  # as displayed
     "height",
+    "codec",
 )
 REJECTED_COLUMNS = ("path", "class_name", "split", "reason")
 

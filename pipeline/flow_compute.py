@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline import contracts
+from pipeline import contracts, video
 from pipeline.params import FlowParams, TVL1Params
 
 
@@ -72,16 +72,11 @@ class VideoFlow:
 
 
 def _frames(path: str, p: FlowParams) -> Iterator[np.ndarray]:
-    """The video's BGR frames, resized by ``flow.size``, one at a time."""
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        raise ValueError("cannot be opened as a video any more (changed since ingest?)")
+    """The video's BGR frames as displayed (``pipeline.video``), resized by ``flow.size``, one
+    at a time: a 4K frame lives only until it is resized."""
     size = None
     try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                return
+        for frame in video.frames(path):
             if size is None:
                 size = target_size(frame.shape[1], frame.shape[0], p.size)
             if (frame.shape[1], frame.shape[0]) != size:
@@ -89,8 +84,10 @@ def _frames(path: str, p: FlowParams) -> Iterator[np.ndarray]:
                 interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
                 frame = cv2.resize(frame, size, interpolation=interp)
             yield frame
-    finally:
-        cap.release()
+    except video.VideoError as exc:
+        raise ValueError(
+            f"cannot be opened as a video any more: {exc} (changed since ingest?)"
+        ) from exc
 
 
 def _check_count(decoded: int, expected_frames: int) -> None:
@@ -220,6 +217,7 @@ def record_settings(p: FlowParams, engine: str | None = None) -> dict:
         "schema_version": contracts.SCHEMA_VERSION,
         "engine": engine,
         "engine_version": f"opencv {cv2.__version__}",
+        "decoder": video.decoder_version(),
         "size": p.size,
         "bound": p.bound,
         "jpeg_quality": p.jpeg_quality,

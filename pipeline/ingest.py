@@ -8,18 +8,24 @@ Layouts (``data.layout``):
 - ``hmdb51``: ``<root>/<class>/<video>.avi`` with HMDB51's ``<class>_test_splitN.txt`` lists
   (1 = train, 2 = test, 0 = unused).
 - ``folder``: ``<root>/<Class>/<video>`` and no lists: test is split off by ``data.seed``.
+  Videos may sit in sub-folders; symbolic links are followed; hidden files and folders
+  (``.DS_Store``, macOS's ``._clip.mp4``) and ``__MACOSX`` are skipped.
 
 Train/val (and the ``folder`` layout's test split) are drawn per class over *groups*, so that
 clips of one group (UCF101's ``_gXX_``; otherwise each video alone) never straddle two splits.
 
-Every candidate is decoded in a worker process (``pebble``): a video that cannot be opened, is
-truncated, has no or too few decodable frames, hangs, or crashes its decoder is written to
+Every candidate is decoded in full in a worker process (``pipeline.video``, in a ``pebble``
+pool): a video that cannot be opened (with the true reason: empty, not a video, no video
+stream, a codec this build cannot decode, an MP4 without its index, a broken link), is
+truncated (its decodable stream ends clearly before the duration its container claims), has
+no or too few decodable frames, hangs, or crashes its decoder is written to
 ``data/rejected.csv`` with the reason, and the stage goes on. It stops, leaving no outputs,
 when the root is empty, a class or split ends up without usable videos, or more than
 ``data.max_rejected_fraction`` of the candidates were rejected.
 
-Outputs: ``data/manifest.csv`` (``video_id, path, label, class_name, split, frames, fps, width,
-height``), ``data/classes.txt`` (one name per line, label order), ``data/rejected.csv``.
+Outputs: ``data/manifest.csv`` (``contracts.MANIFEST_COLUMNS``: what decodes and what the
+container claimed, the size as displayed, the average fps, the codec), ``data/classes.txt``
+(one name per line, label order), ``data/rejected.csv``.
 
 Run: ``python -m pipeline.ingest`` (reads ``data.*`` from ``params.yaml``).
 """
@@ -28,38 +34,23 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import math
+import os
 import random
 import re
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import cv2
 from pebble import ProcessExpired
 from tqdm import tqdm
 
-from pipeline import contracts, pools
+from pipeline import contracts, pools, video
 from pipeline.contracts import SPLITS
 from pipeline.params import DataParams, PipelineError, load_params
-
-VIDEO_EXTENSIONS = {
-    ".avi",
-    ".mp4",
-    ".mkv",
-    ".mov",
-    ".webm",
-    ".mpg",
-    ".mpeg",
-    ".m4v",
-    ".wmv",
-    ".flv",
-    ".3gp",
-    ".ogv",
-}
+from pipeline.video import VIDEO_EXTENSIONS, Probe
 
 
 class IngestError(PipelineError):
@@ -86,17 +77,6 @@ class Rejection:
     reason: str
 
 
-@dataclass(frozen=True)
-class Probe:
-    """What decoding a video found out."""
-
-    frames: int  # frames that actually decode
-    claimed: int  # frames the container says it has (0 when unknown)
-    fps: float
-    width: int
-    height: int
-
-
 def _safe_id(text: str) -> str:
     """A file-name-safe id: letters, marks and digits of any script, ``_``, ``.`` and ``-`` are
     kept (NFC); every run of anything else becomes one ``_`` ("air drumming" -> "air_drumming")."""
@@ -112,16 +92,40 @@ def _ucf_group(class_name: str, stem: str) -> str:
     return f"{class_name}/g{int(m.group(1))}" if m else f"{class_name}/{stem}"
 
 
+def _skipped(name: str) -> bool:
+    """Hidden files and folders (``.DS_Store``, macOS's ``._clip.mp4`` resource forks, ``.git``)
+    and the ``__MACOSX`` folders of zip archives: never videos, never classes."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _tree(root: Path) -> Iterator[Path]:
+    """Every file under ``root``, symbolic links followed (once: no cycles), :func:`_skipped`
+    names left out. A broken link is listed too: it is a file someone meant to be there."""
+    seen = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not _skipped(d))
+        for name in sorted(files):
+            if not _skipped(name):
+                yield Path(folder) / name
+
+
 class _Disk:
     """Files under the root, looked up exactly or, failing that, ignoring case."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._lower = {str(p.relative_to(root)).lower(): p for p in root.rglob("*") if p.is_file()}
+        self._lower = {str(p.relative_to(root)).lower(): p for p in _tree(root)}
 
     def find(self, rel: str) -> Path | None:
         exact = self.root / rel
-        return exact if exact.is_file() else self._lower.get(rel.lower())
+        if exact.is_file() or exact.is_symlink():  # a broken link: the probe says so
+            return exact
+        return self._lower.get(rel.lower())
 
 
 def _read_lines(path: Path, hint: str) -> list[str]:
@@ -232,14 +236,10 @@ def _split_groups(items: list[Candidate], fraction: float, rng: random.Random) -
 def list_folder(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejection]]:
     """Classes and videos of a ``<root>/<Class>/<video>`` tree, test drawn by ``data.seed``."""
     root = Path(p.root)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not _skipped(d.name))
     found = []
     for label, name in enumerate(classes):
-        videos = sorted(
-            f
-            for f in (root / name).rglob("*")
-            if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
-        )
+        videos = [f for f in _tree(root / name) if f.suffix.lower() in VIDEO_EXTENSIONS]
         items = [
             Candidate(
                 f, name, label, "train", _ucf_group(name, f.stem), _safe_id(f"{name}__{f.stem}")
@@ -256,29 +256,12 @@ LISTERS = {"ucf101": list_ucf101, "hmdb51": list_hmdb51, "folder": list_folder}
 
 
 def probe_video(path: str) -> Probe:
-    """Decode every frame of ``path`` (without colour conversion) and report what it holds.
+    """Decode every frame of ``path`` and report what it holds (``pipeline.video.probe``).
 
     Raises:
-        ValueError: when OpenCV cannot open the file as a video.
+        VideoError: when the file cannot be read as a video; the message says why.
     """
-    cv2.setNumThreads(1)
-    cap = cv2.VideoCapture(path)
-    try:
-        if not cap.isOpened():
-            raise ValueError("not a readable video (OpenCV/FFmpeg cannot open it)")
-        claimed = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        ok, frame = cap.read()
-        if not ok:
-            return Probe(0, claimed, 0.0, 0, 0)
-        height, width = frame.shape[:2]
-        frames = 1
-        while cap.grab():  # grab() decodes; retrieve() (colour conversion) is not needed
-            frames += 1
-    finally:
-        cap.release()
-    fps = fps if math.isfinite(fps) and fps > 0 else 0.0
-    return Probe(frames, claimed, float(fps), int(width), int(height))
+    return video.probe(path)
 
 
 def probe_all(
@@ -324,13 +307,11 @@ def judge(probe: Probe | str, min_frames: int) -> str | None:
         return probe
     if probe.frames == 0:
         return "no decodable frames"
-    lost = probe.claimed - probe.frames
-    if probe.claimed and lost > max(2, 0.05 * probe.claimed):
-        return (
-            f"truncated: the container claims {probe.claimed} frames but only {probe.frames} decode"
-        )
+    if why := probe.truncated():
+        return why
     if probe.frames < min_frames:
-        return f"only {probe.frames} decodable frames; data.min_frames is {min_frames}"
+        frames = f"{probe.frames} decodable frame" + ("s" if probe.frames != 1 else "")
+        return f"only {frames}; data.min_frames is {min_frames}"
     return None
 
 
@@ -411,9 +392,12 @@ def ingest(
                 "class_name": c.class_name,
                 "split": c.split,
                 "frames": result.frames,
+                "claimed_frames": result.claimed,
+                "duration_s": round(result.duration, 3),
                 "fps": round(result.fps, 3),
                 "width": result.width,
                 "height": result.height,
+                "codec": result.codec,
                 "_candidate": c,
             }
         )

@@ -161,8 +161,10 @@ def test_bad_videos_are_rejected_with_reasons_and_the_stage_goes_on(
     classes, rows, rejected = ing.ingest(p, probe=crashing_probe)
     reasons = {r.path.name: r.reason for r in rejected}
     assert reasons == {
-        "v_Ape_g02_c01.avi": "not a readable video (OpenCV/FFmpeg cannot open it)",
-        "v_Ape_g03_c01.avi": "truncated: the container claims 60 frames but only 29 decode",
+        "v_Ape_g02_c01.avi": "not a readable video: FFmpeg cannot open it (Invalid data found "
+        "when processing input)",
+        "v_Ape_g03_c01.avi": "truncated: the decodable stream ends at 1.16 s of the 2.40 s the "
+        "container claims (29 of 60 frames decode)",
         "v_Ape_g04_c01.avi": "no decodable frames",
         "v_Ape_g05_c01.avi": "only 5 decodable frames; data.min_frames is 10",
         "v_Bat_g02_c01.avi": "listed in trainlist01.txt but not found on disk",
