@@ -98,11 +98,13 @@ def _skipped(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-def _tree(root: Path) -> Iterator[Path]:
+def _tree(root: Path, unreadable: list[OSError] | None = None) -> Iterator[Path]:
     """Every file under ``root``, symbolic links followed (once: no cycles), :func:`_skipped`
-    names left out. A broken link is listed too: it is a file someone meant to be there."""
+    names left out. A broken link is listed too: it is a file someone meant to be there.
+    Folders that cannot be read are appended to ``unreadable``."""
     seen = set()
-    for folder, dirs, files in os.walk(root, followlinks=True):
+    report = unreadable.append if unreadable is not None else None
+    for folder, dirs, files in os.walk(root, followlinks=True, onerror=report):
         real = os.path.realpath(folder)
         if real in seen:
             dirs[:] = []
@@ -237,18 +239,36 @@ def list_folder(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejecti
     """Classes and videos of a ``<root>/<Class>/<video>`` tree, test drawn by ``data.seed``."""
     root = Path(p.root)
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not _skipped(d.name))
-    found = []
-    for label, name in enumerate(classes):
-        videos = [f for f in _tree(root / name) if f.suffix.lower() in VIDEO_EXTENSIONS]
-        items = [
-            Candidate(
-                f, name, label, "train", _ucf_group(name, f.stem), _safe_id(f"{name}__{f.stem}")
-            )
-            for f in videos
+    found, rejected = [], []
+    videos: dict[str, list[Path]] = {}
+    for name in classes:
+        unreadable: list[OSError] = []
+        videos[name] = [
+            f for f in _tree(root / name, unreadable) if f.suffix.lower() in VIDEO_EXTENSIONS
         ]
+        rejected += [
+            Rejection(
+                Path(e.filename), name, "train", f"a folder that cannot be read ({e.strerror})"
+            )
+            for e in unreadable
+        ]
+    # two names for one file (a link): one video, the file itself rather than a link to it,
+    # or the same clip could land in train and test
+    keep = {}
+    for f in sorted((f for fs in videos.values() for f in fs), key=lambda f: f.is_symlink()):
+        keep.setdefault(os.path.realpath(f), f)
+    for label, name in enumerate(classes):
+        items = []
+        for f in videos[name]:
+            original = keep[os.path.realpath(f)]
+            if original != f:
+                rejected.append(Rejection(f, name, "train", f"the same file as {original}"))
+                continue
+            group, video_id = _ucf_group(name, f.stem), _safe_id(f"{name}__{f.stem}")
+            items.append(Candidate(f, name, label, "train", group, video_id))
         test = _split_groups(items, p.test_fraction, random.Random(f"test/{p.seed}/{name}"))
         found += [replace(c, split="test") if c.group in test else c for c in items]
-    return classes, found, []
+    return classes, found, rejected
 
 
 LISTERS: dict[str, Callable[[DataParams], tuple[list[str], list[Candidate], list[Rejection]]]]

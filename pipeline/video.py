@@ -4,20 +4,23 @@ One decoder for every stage (FFmpeg, through PyAV's wheels: H.264, H.265, VP9, A
 Part 2 / Xvid, MJPEG, FFV1, ... with no system package): ingest probes a video with
 :func:`probe`, the flow stage and ``pipeline.predict`` read it with :func:`frames`, so both see
 the same frames. Every source is converted once, here, to 8-bit BGR (grey, yuv444p, 10-bit
-and RGB sources alike), and turned as its display matrix says (a portrait phone clip comes out
-portrait). Frames are used as decoded: a variable frame rate keeps its frames, and
-:attr:`Probe.fps` is their average rate.
+and RGB sources alike; bicubic chroma, as OpenCV's reader, whose frames these equal), and
+turned and mirrored as its display matrix says, the way the ``ffmpeg`` command does (a
+portrait phone clip comes out portrait). Frames are used as decoded: a variable frame rate
+keeps its frames, and :attr:`Probe.fps` is their average rate.
 
-A video is *truncated* when its decodable stream ends clearly before the duration its container
-claims (:meth:`Probe.truncated`), not when fewer frames decode than the container counts: AVI
-counts the empty chunks an encoder writes for dropped frames, and a player shows the previous
-frame there. Only where timestamps or a duration are missing are the counts compared.
+A video is *truncated* when its decodable stream ends clearly before the end its container
+claims for it (:meth:`Probe.truncated`), not when fewer frames decode than the container counts:
+AVI counts the empty chunks an encoder writes for dropped frames, and a player shows the
+previous frame there. Only where timestamps or a duration are missing are the counts compared.
+Containers that estimate their duration from the file itself (a cut MPEG-TS, a fragmented MP4)
+cannot show that they were cut.
 
-:class:`VideoError` says why a file cannot be read, in the user's terms: an empty file, not a
-video, no video stream, a codec this build cannot decode (named), an MP4 whose index was never
-written.
+:class:`VideoError` says why a file cannot be read, in the user's terms: an empty file, a folder,
+a still image, not a video, no video stream, a codec this build cannot decode (named), an MP4
+whose index was never written, a broken link.
 
-Decoding runs on one thread per process: the worker pools give the parallelism.
+Decoding and conversion run on one thread per process: the worker pools give the parallelism.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +68,7 @@ class Probe:
     width: int  # as displayed (a 90° rotation swaps them)
     height: int
     duration: float  # seconds the container claims for the video stream (0: unknown)
-    end: float  # seconds: where the decodable stream ends, the last frame's included (0: unknown)
+    end: float  # seconds from the stream's start to the end of its last decodable frame
     codec: str
     rotation: int  # degrees counter-clockwise the frames were turned for display
 
@@ -93,6 +96,9 @@ class Probe:
         return None
 
 
+# ---- opening, with the true reason when it fails ----------------------------------------------
+
+
 def _box_types(path: str, limit: int = 64) -> list[bytes]:
     """The top-level box types of an ISO media file (MP4, MOV, 3GP), read box by box."""
     types = []
@@ -115,59 +121,74 @@ def _box_types(path: str, limit: int = 64) -> list[bytes]:
 
 
 def _codec_tag(path: str) -> str | None:
-    """The video codec's tag as the file names it (AVI fourcc, MP4 sample entry, Matroska
-    codec id), for a message when FFmpeg has no decoder for it."""
+    """The video codec as the file names it (AVI's fourcc, MP4's sample entry, Matroska's
+    codec id), for the message when FFmpeg has no decoder for it; None when unsure."""
     with open(path, "rb") as f:
         head = f.read(1 << 20)
-    if head[:4] == b"RIFF":  # strf: a BITMAPINFOHEADER, whose biCompression is the fourcc
-        i = head.find(b"strf")
-        if i >= 0 and len(head) >= i + 28:
-            return head[i + 24 : i + 28].decode("latin-1").strip("\0 ") or None
-    i = head.find(b"stsd")
-    if i >= 0 and len(head) >= i + 20:
-        return head[i + 16 : i + 20].decode("latin-1").strip("\0 ") or None
-    m = re.search(rb"V_[A-Z0-9/_.]+", head)
-    return m.group(0).decode("latin-1") if m else None
+    if head[:4] == b"RIFF":  # strh "vids" ... strf: a BITMAPINFOHEADER (biCompression)
+        m = re.search(rb"strh.{4}vids.*?strf.{4}.{16}(.{4})", head, re.S)
+    elif head[4:8] == b"ftyp":  # the sample entry of the track whose handler is "vide"
+        m = re.search(rb"hdlr.{12}vide.*?stsd.{12}(.{4})", head, re.S)
+    else:  # Matroska: the CodecID element (0x86), a one-byte size, "V_..."
+        m = re.search(rb"\x86[\x81-\xbf](V_[A-Z0-9/_.]+)", head)
+    if not m:
+        return None
+    tag = m.group(1).decode("latin-1").strip("\0 ")
+    return tag if tag.isprintable() and tag else None
 
 
 def _open(path: str):  # noqa: ANN202 (PyAV's container and stream)
     """The container and its first video stream, or :class:`VideoError` saying why not."""
     import av
 
+    if os.path.isdir(path):
+        raise VideoError("a folder, not a video file")
     if not os.path.exists(path):
         if os.path.islink(path):
-            raise VideoError(f"a broken symbolic link (to {os.readlink(path)}, which is not there)")
-        raise VideoError("no such file")
-    if os.path.getsize(path) == 0:
-        raise VideoError("an empty file (0 bytes)")
-    try:
-        container = av.open(path, metadata_errors="ignore")
-    except av.FFmpegError as exc:
-        if _box_types(path)[:1] == [b"ftyp"] and b"moov" not in _box_types(path):
             raise VideoError(
-                "an MP4/MOV without its index (no 'moov' box): a recording that was never "
-                "finished, or a file cut before its end"
+                f"a symbolic link that leads nowhere (to {os.readlink(path)}: missing, or a loop)"
+            )
+        raise VideoError("no such file")
+    try:
+        if os.path.getsize(path) == 0:
+            raise VideoError("an empty file (0 bytes)")
+        try:
+            container = av.open(path, metadata_errors="ignore")
+        except av.FFmpegError as exc:
+            if _box_types(path)[:1] == [b"ftyp"] and b"moov" not in _box_types(path):
+                raise VideoError(
+                    "an MP4/MOV without its index (no 'moov' box): a recording that was never "
+                    "finished, or a file cut before its end"
+                ) from exc
+            raise VideoError(
+                f"not a readable video: FFmpeg cannot open it ({exc.strerror})"
             ) from exc
-        raise VideoError(f"not a readable video: FFmpeg cannot open it ({exc.strerror})") from exc
-    if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+    except OSError as exc:  # permissions, a vanished file, an I/O error
+        raise VideoError(f"cannot be read: {exc.strerror or exc}") from exc
+    if container.format.name.endswith("_pipe") or container.format.name == "image2":
         container.close()
-        raise VideoError(f"no video stream (the file holds {' and '.join(kinds)} only)")
+        raise VideoError(f"a still image ({container.format.name.split('_')[0]}), not a video")
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
+        container.close()
+        held = f"holds {' and '.join(kinds)} only" if kinds else "holds no streams"
+        raise VideoError(f"no video stream (the file {held})")
     stream = container.streams.video[0]
     if stream.codec_context is None:
         container.close()
         tag = _codec_tag(path)
         raise VideoError(
             f"its video codec{f' {tag!r}' if tag else ''} cannot be decoded by this FFmpeg "
-            f"build (PyAV {av.__version__}); re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4"
+            f"build (PyAV {av.__version__}), or its header is damaged; re-encode it, e.g. "
+            "ffmpeg -i IN -c:v libx264 OUT.mp4"
         )
     stream.codec_context.thread_count = 1
     return container, stream
 
 
-def _decoded(path: str) -> Iterator[tuple[object, float | None]]:
-    """PyAV frames with their times; a packet that does not decode is skipped (FFmpeg goes on
-    at the next one), so a damaged stretch costs its frames, never the video."""
+def _decoded(path: str) -> Iterator[object]:
+    """PyAV's frames; a packet that does not decode is skipped (FFmpeg goes on at the next
+    one), so a damaged stretch costs its frames, never the video."""
     import av
 
     container, stream = _open(path)
@@ -177,19 +198,46 @@ def _decoded(path: str) -> Iterator[tuple[object, float | None]]:
                 decoded = packet.decode()
             except av.FFmpegError:
                 continue
-            for frame in decoded:
-                yield frame, frame.time
+            yield from decoded
     finally:
         container.close()
 
 
-def _to_bgr(frame: object) -> tuple[np.ndarray, int]:
-    """8-bit BGR ``(H, W, 3)`` as displayed, and the rotation applied."""
-    image = frame.to_ndarray(format="bgr24")
-    rotation = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4 * 90
-    if rotation:
-        image = np.ascontiguousarray(np.rot90(image, rotation // 90))
-    return image, rotation
+# ---- as displayed, in 8-bit BGR -------------------------------------------------------------
+
+
+def _display(frame: object) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+    """How to turn a decoded image to show it as its display matrix says, and by how many
+    degrees (counter-clockwise): the ``ffmpeg`` command's autorotate rules, flips included."""
+    matrix = None
+    for data in frame.side_data:  # its keys: the side data objects themselves
+        if "DISPLAYMATRIX" in str(data.type):
+            matrix = np.frombuffer(bytes(data), np.int32).tolist()
+    if matrix is None:
+        return (lambda image: image), 0
+    a, b, c, d = (v / 65536 for v in (matrix[0], matrix[1], matrix[3], matrix[4]))
+    if math.hypot(a, c) == 0 or math.hypot(b, d) == 0:
+        return (lambda image: image), 0
+    theta = round(math.degrees(math.atan2(b / math.hypot(b, d), a / math.hypot(a, c))))
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)  # [0, 360)
+    if abs(theta - 90) < 1:
+        if matrix[3] > 0:
+            return (lambda image: image.transpose(1, 0, 2)), 270  # counter-clockwise, flipped
+        return (lambda image: np.rot90(image, -1)), 270  # clockwise
+    if abs(theta - 270) < 1:
+        if matrix[3] < 0:
+            return (lambda image: image.transpose(1, 0, 2)[::-1, ::-1]), 90
+        return (lambda image: np.rot90(image, 1)), 90
+    if abs(theta - 180) < 1:
+        rows, cols = (-1 if matrix[4] < 0 else 1), (-1 if matrix[0] < 0 else 1)
+        return (lambda image: image[::rows, ::cols]), 180
+    if matrix[4] < 0:  # no turn, a vertical mirror
+        return (lambda image: image[::-1]), 0
+    return (lambda image: image), 0
+
+
+def _bgr(frame: object) -> np.ndarray:
+    return frame.to_ndarray(format="bgr24", interpolation="BICUBIC", threads=1)
 
 
 def frames(path: str | Path) -> Iterator[np.ndarray]:
@@ -198,8 +246,33 @@ def frames(path: str | Path) -> Iterator[np.ndarray]:
     Raises:
         VideoError: the file cannot be opened as a video (the message says why).
     """
-    for frame, _ in _decoded(str(path)):
-        yield _to_bgr(frame)[0]
+    show = None
+    for frame in _decoded(str(path)):
+        if show is None:
+            show = _display(frame)[0]
+        yield np.ascontiguousarray(show(_bgr(frame)))
+
+
+def _claimed(container: object, stream: object, rate: float) -> tuple[float, float, int]:
+    """(start, end) in seconds that the container claims for the video stream, and the frames it
+    counts. MP4 and MOV give the track's own duration (edit lists applied); Matroska a per-track
+    DURATION tag (its end); AVI a frame count, which outlasts a duration estimated from what is
+    left of a cut file. The container's overall duration only when the video is all it holds."""
+    tb = float(stream.time_base) if stream.time_base else 0.0
+    start = stream.start_time * tb if stream.start_time is not None and tb else 0.0
+    counted = int(stream.frames or 0)
+    ends = []
+    if stream.duration and tb:
+        ends.append(start + stream.duration * tb)
+    tag = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d+)?)", str(stream.metadata.get("DURATION", "")))
+    if tag:
+        h, m, s = tag.groups()
+        ends.append(int(h) * 3600 + int(m) * 60 + float(s))
+    if counted and rate > 0 and (container.format.name == "avi" or not ends):
+        ends.append(start + counted / rate)
+    if not ends and container.duration and len(container.streams) == 1:
+        ends.append((container.start_time or 0) / 1e6 + container.duration / 1e6)
+    return start, max(ends, default=0.0), counted
 
 
 def probe(path: str | Path) -> Probe:
@@ -210,40 +283,30 @@ def probe(path: str | Path) -> Probe:
     """
     path = str(path)
     container, stream = _open(path)
-    rate = float(stream.average_rate or stream.guessed_rate or 0)
-    claimed = int(stream.frames or 0)
-    lengths = []
-    if stream.duration and stream.time_base:
-        lengths.append(float(stream.duration * stream.time_base))
-    if claimed and rate > 0:
-        lengths.append(claimed / rate)
-    if not lengths and container.duration:
-        lengths.append(container.duration / 1e6)
-    duration = max(lengths, default=0.0)
-    codec = stream.codec_context.codec.canonical_name  # "av1", whichever decoder reads it
-    container.close()
-    count, first, last, width, height, rotation = 0, None, None, 0, 0, 0
-    timed = True
-    for frame, time in _decoded(path):
+    try:
+        rate = float(stream.average_rate or stream.guessed_rate or 0)
+        start, claimed_end, counted = _claimed(container, stream, rate)
+        codec = stream.codec_context.codec.canonical_name  # "av1", whichever decoder reads it
+    finally:
+        container.close()
+    count, times, width, height, rotation = 0, [], 0, 0, 0
+    for frame in _decoded(path):
         if count == 0:
-            image, rotation = _to_bgr(frame)
-            height, width = image.shape[:2]
+            show, rotation = _display(frame)
+            height, width = show(_bgr(frame)).shape[:2]
         count += 1
-        if time is None:
-            timed = False
-        elif first is None:
-            first = last = time
-        else:
-            first, last = min(first, time), max(last, time)
-    fps = rate
-    end = 0.0
-    if timed and count and first is not None:
-        span = last - first
-        if count > 1 and span > 0:
-            fps = (count - 1) / span
-        end = span + (1 / rate if rate > 0 else 0.0)
+        if frame.time is not None:
+            times.append(frame.time)
+    fps, end, duration = rate, 0.0, 0.0
+    if count and len(times) >= 0.9 * count:  # timestamps to judge by
+        first, last = min(times), max(times)
+        if len(times) > 1 and last > first:
+            fps = (len(times) - 1) / (last - first)
+        origin = min(start, first)
+        end = last + (1 / rate if rate > 0 else 0.0) - origin
+        duration = claimed_end - origin if claimed_end > origin else 0.0
     fps = fps if math.isfinite(fps) and fps > 0 else 0.0
-    return Probe(count, claimed, fps, width, height, duration, end, codec, rotation)
+    return Probe(count, counted, fps, width, height, duration, end, codec, rotation)
 
 
 def decoder_version() -> str:

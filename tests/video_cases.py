@@ -3,6 +3,7 @@ libx264, libx265, libvpx-vp9, SVT-AV1, MPEG-4, MJPEG, FFV1; nothing from the sys
 
 ``CASES`` maps a case's name to the function that writes it into a folder and what ingest must
 make of it: ``("accepted", frames, (width, height))`` or ``("rejected", words of the reason)``.
+Every case is made and judged in a few seconds.
 ``tests/test_videos.py`` checks them; ``python benchmarks/video_cases.py`` prints the table.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 
@@ -39,9 +41,13 @@ def encode(
     tag: str | None = None,
     container_options: dict | None = None,
     noise: bool = False,
+    flip: bool = False,
+    audio_seconds: float = 0.0,
 ) -> Path:
     """Write ``n`` frames of :func:`scene` with a real encoder; ``pts`` (in frames of 1/25 s)
-    makes gaps or an irregular rate, ``rotation`` a display matrix (a phone held upright)."""
+    makes gaps, an irregular rate or a late start, ``rotation`` (counter-clockwise) and
+    ``flip`` (mirrored after it) a display matrix (a phone held upright, a selfie), and
+    ``audio_seconds`` an AAC track of that length beside the video."""
     path.parent.mkdir(parents=True, exist_ok=True)
     width, height = size
     with av.open(str(path), "w", options=container_options or {}) as out:
@@ -49,8 +55,19 @@ def encode(
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if tag:
             stream.codec_context.codec_tag = tag
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
+        if rotation is not None or flip:
+            stream.set_display_rotation(rotation or 0, hflip=flip)
+        if audio_seconds:
+            sound = out.add_stream("aac", rate=44100)
+            for i in range(int(audio_seconds * 44100 / 1024)):
+                chunk = av.AudioFrame.from_ndarray(
+                    np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+                )
+                chunk.sample_rate, chunk.pts = 44100, i * 1024
+                for packet in sound.encode(chunk):
+                    out.mux(packet)
+            for packet in sound.encode():
+                out.mux(packet)
         if pts is not None:
             stream.codec_context.time_base = fractions.Fraction(1, 25)
         for i, image in enumerate(scene(n, width, height, noise)):
@@ -113,6 +130,11 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 def mp4_without_index(d: Path) -> Path:
     """An MP4 recording stopped before the end: the index (moov) comes last, so it is lost."""
     return _cut(encode(d / "whole.mp4", n=30, noise=True), d / "no_moov.mp4", 0.7)
@@ -169,13 +191,45 @@ CASES: dict[str, Case] = {
         ("rejected", "its video codec 'QQQQ' cannot be decoded by this FFmpeg build"),
     ),
     # 3. timing and geometry
+    "H.264 + AAC in MP4, the sound three times as long as the picture": (
+        lambda d: encode(d / "with_sound.mp4", audio_seconds=1.5),
+        ("accepted", 12, (64, 48)),
+    ),
+    "H.264 + AAC in MKV, the sound three times as long as the picture": (
+        lambda d: encode(d / "with_sound.mkv", audio_seconds=1.5),
+        ("accepted", 12, (64, 48)),
+    ),
+    "MP4 trimmed by an edit list (12 frames coded, the first 6 cut)": (
+        lambda d: encode(d / "trimmed.mp4", pts=list(range(-6, 6))),
+        ("accepted", 6, (64, 48)),
+    ),
+    "MKV whose video starts at 1 s": (
+        lambda d: encode(d / "late.mkv", pts=list(range(25, 37))),
+        ("accepted", 12, (64, 48)),
+    ),
     "variable frame rate (H.264 in MKV, 12 frames over 0.76 s)": (
         lambda d: encode(d / "vfr.mkv", pts=VFR_PTS),
+        ("accepted", 12, (64, 48)),
+    ),
+    "variable frame rate (H.264 in MP4, as phones record)": (
+        lambda d: encode(d / "vfr.mp4", pts=VFR_PTS),
         ("accepted", 12, (64, 48)),
     ),
     "portrait phone clip (64x48 coded, displayed turned 90°)": (
         lambda d: encode(d / "portrait.mp4", rotation=90),
         ("accepted", 12, (48, 64)),
+    ),
+    "phone clip displayed turned -90°": (
+        lambda d: encode(d / "minus90.mp4", rotation=-90),
+        ("accepted", 12, (48, 64)),
+    ),
+    "phone clip displayed upside down (180°)": (
+        lambda d: encode(d / "upside_down.mp4", rotation=180),
+        ("accepted", 12, (64, 48)),
+    ),
+    "selfie clip displayed mirrored": (
+        lambda d: encode(d / "mirrored.mp4", flip=True),
+        ("accepted", 12, (64, 48)),
     ),
     "odd size 321x239 (FFV1)": (
         lambda d: encode(d / "odd.mkv", "ffv1", n=4, size=(321, 239), pix_fmt="bgr0"),
@@ -220,12 +274,20 @@ CASES: dict[str, Case] = {
         lambda d: _write(d / "noise.avi", np.random.default_rng(0).bytes(20000)),
         ("rejected", "not a readable video: FFmpeg cannot open it"),
     ),
+    "a PNG picture named .mp4": (
+        lambda d: _write(d / "picture.mp4", cv2.imencode(".png", scene(1, 64, 48)[0])[1].tobytes()),
+        ("rejected", "a still image (png), not a video"),
+    ),
+    "a folder named clip.mp4": (
+        lambda d: _folder(d / "clip.mp4"),
+        ("rejected", "a folder, not a video file"),
+    ),
     "MP4 whose index (moov) never got written": (
         mp4_without_index,
         ("rejected", "an MP4/MOV without its index (no 'moov' box)"),
     ),
     "AVI with a zeroed stretch in the middle": (
         zeroed_middle_avi,
-        ("either", "accepted with what decodes, or rejected with the reason"),
+        ("rejected", "truncated: the decodable stream ends at"),  # FFmpeg loses it after
     ),
 }
