@@ -58,16 +58,7 @@ def encode(
         if rotation is not None or flip:
             stream.set_display_rotation(rotation or 0, hflip=flip)
         if audio_seconds:
-            sound = out.add_stream("aac", rate=44100)
-            for i in range(int(audio_seconds * 44100 / 1024)):
-                chunk = av.AudioFrame.from_ndarray(
-                    np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
-                )
-                chunk.sample_rate, chunk.pts = 44100, i * 1024
-                for packet in sound.encode(chunk):
-                    out.mux(packet)
-            for packet in sound.encode():
-                out.mux(packet)
+            silence(out, audio_seconds)
         if pts is not None:
             stream.codec_context.time_base = fractions.Fraction(1, 25)
         for i, image in enumerate(scene(n, width, height, noise)):
@@ -109,19 +100,24 @@ def unknown_codec_avi(d: Path) -> Path:
     return path
 
 
+def silence(out: av.container.OutputContainer, seconds: float) -> None:
+    """An AAC track of ``seconds`` of silence in ``out``."""
+    stream = out.add_stream("aac", rate=44100)
+    for i in range(int(seconds * 44100 / 1024)):
+        chunk = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
+        chunk.sample_rate, chunk.pts = 44100, i * 1024
+        for packet in stream.encode(chunk):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+
+
 def audio_only_mp4(d: Path) -> Path:
     path = d / "audio.mp4"
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=44100)
-        for i in range(10):
-            frame = av.AudioFrame.from_ndarray(
-                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
-            )
-            frame.sample_rate, frame.pts = 44100, i * 1024
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+        silence(out, 0.25)
     return path
 
 
