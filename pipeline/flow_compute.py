@@ -166,16 +166,17 @@ def batched_flow(i0: np.ndarray, i1: np.ndarray, p: FlowParams) -> np.ndarray:
 def flow_video_keras(path: str, expected_frames: int, p: FlowParams) -> VideoFlow:
     """:func:`flow_video` with the keras engine, in this process (``pipeline.predict``)."""
     start = time.perf_counter()
-    video = decode_video(path, expected_frames, p)
+    decoded = decode_video(path, expected_frames, p)
+    grey = decoded.grey
     flow_x, flow_y = [], []
-    for lo in range(0, len(video.grey) - 1, p.batch):
-        hi = min(lo + p.batch, len(video.grey) - 1)
-        for flow in batched_flow(video.grey[lo:hi], video.grey[lo + 1 : hi + 1], p):
+    for lo in range(0, len(grey) - 1, p.batch):
+        hi = min(lo + p.batch, len(grey) - 1)
+        for flow in batched_flow(grey[lo:hi], grey[lo + 1 : hi + 1], p):
             x, y = encode_flow(flow, p)
             flow_x.append(x)
             flow_y.append(y)
-    h, w = video.grey.shape[1:]
-    return VideoFlow(video.rgb, flow_x, flow_y, w, h, time.perf_counter() - start)
+    h, w = grey.shape[1:]
+    return VideoFlow(decoded.rgb, flow_x, flow_y, w, h, time.perf_counter() - start)
 
 
 def resolve_engine(engine: str) -> str:
@@ -226,7 +227,7 @@ def record_settings(p: FlowParams, engine: str | None = None) -> dict:
     if engine == "keras":
         from pipeline import tvl1
 
-        # OpenCV still decodes, resizes and encodes: its version stays in the key
+        # OpenCV still resizes and encodes: its version stays in the key
         settings.update(
             engine_version=f"{tvl1.engine_version()}; opencv {cv2.__version__}", batch=p.batch
         )

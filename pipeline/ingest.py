@@ -254,13 +254,14 @@ def list_folder(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejecti
         ]
     # two names for one file (a link): one video, the file itself rather than a link to it,
     # or the same clip could land in train and test
+    real = {f: os.path.realpath(f) for fs in videos.values() for f in fs}
     keep = {}
-    for f in sorted((f for fs in videos.values() for f in fs), key=lambda f: f.is_symlink()):
-        keep.setdefault(os.path.realpath(f), f)
+    for f in sorted(real, key=lambda f: f.is_symlink()):
+        keep.setdefault(real[f], f)
     for label, name in enumerate(classes):
         items = []
         for f in videos[name]:
-            original = keep[os.path.realpath(f)]
+            original = keep[real[f]]
             if original != f:
                 rejected.append(Rejection(f, name, "train", f"the same file as {original}"))
                 continue

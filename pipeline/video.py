@@ -155,7 +155,8 @@ def _open(path: str):  # noqa: ANN202 (PyAV's container and stream)
         try:
             container = av.open(path, metadata_errors="ignore")
         except av.FFmpegError as exc:
-            if _box_types(path)[:1] == [b"ftyp"] and b"moov" not in _box_types(path):
+            boxes = _box_types(path)
+            if boxes[:1] == [b"ftyp"] and b"moov" not in boxes:
                 raise VideoError(
                     "an MP4/MOV without its index (no 'moov' box): a recording that was never "
                     "finished, or a file cut before its end"
@@ -165,9 +166,10 @@ def _open(path: str):  # noqa: ANN202 (PyAV's container and stream)
             ) from exc
     except OSError as exc:  # permissions, a vanished file, an I/O error
         raise VideoError(f"cannot be read: {exc.strerror or exc}") from exc
-    if container.format.name.endswith("_pipe") or container.format.name == "image2":
+    form = container.format.name
+    if form.endswith("_pipe") or form == "image2":
         container.close()
-        raise VideoError(f"a still image ({container.format.name.split('_')[0]}), not a video")
+        raise VideoError(f"a still image ({form.split('_')[0]}), not a video")
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams})
         container.close()
@@ -186,21 +188,17 @@ def _open(path: str):  # noqa: ANN202 (PyAV's container and stream)
     return container, stream
 
 
-def _decoded(path: str) -> Iterator[object]:
-    """PyAV's frames; a packet that does not decode is skipped (FFmpeg goes on at the next
-    one), so a damaged stretch costs its frames, never the video."""
+def _decoded(container: object, stream: object) -> Iterator[object]:
+    """PyAV's frames of an open stream; a packet that does not decode is skipped (FFmpeg goes
+    on at the next one), so a damaged stretch costs its frames, never the video."""
     import av
 
-    container, stream = _open(path)
-    try:
-        for packet in container.demux(stream):
-            try:
-                decoded = packet.decode()
-            except av.FFmpegError:
-                continue
-            yield from decoded
-    finally:
-        container.close()
+    for packet in container.demux(stream):
+        try:
+            decoded = packet.decode()
+        except av.FFmpegError:
+            continue
+        yield from decoded
 
 
 # ---- as displayed, in 8-bit BGR -------------------------------------------------------------
@@ -246,11 +244,15 @@ def frames(path: str | Path) -> Iterator[np.ndarray]:
     Raises:
         VideoError: the file cannot be opened as a video (the message says why).
     """
-    show = None
-    for frame in _decoded(str(path)):
-        if show is None:
-            show = _display(frame)[0]
-        yield np.ascontiguousarray(show(_bgr(frame)))
+    container, stream = _open(str(path))
+    try:
+        show = None
+        for frame in _decoded(container, stream):
+            if show is None:
+                show = _display(frame)[0]
+            yield np.ascontiguousarray(show(_bgr(frame)))
+    finally:
+        container.close()
 
 
 def _claimed(container: object, stream: object, rate: float) -> tuple[float, float, int]:
@@ -281,22 +283,21 @@ def probe(path: str | Path) -> Probe:
     Raises:
         VideoError: the file cannot be opened as a video (the message says why).
     """
-    path = str(path)
-    container, stream = _open(path)
+    container, stream = _open(str(path))
     try:
         rate = float(stream.average_rate or stream.guessed_rate or 0)
         start, claimed_end, counted = _claimed(container, stream, rate)
         codec = stream.codec_context.codec.canonical_name  # "av1", whichever decoder reads it
+        count, times, width, height, rotation = 0, [], 0, 0, 0
+        for frame in _decoded(container, stream):
+            if count == 0:
+                show, rotation = _display(frame)
+                height, width = show(_bgr(frame)).shape[:2]
+            count += 1
+            if frame.time is not None:
+                times.append(frame.time)
     finally:
         container.close()
-    count, times, width, height, rotation = 0, [], 0, 0, 0
-    for frame in _decoded(path):
-        if count == 0:
-            show, rotation = _display(frame)
-            height, width = show(_bgr(frame)).shape[:2]
-        count += 1
-        if frame.time is not None:
-            times.append(frame.time)
     fps, end, duration = rate, 0.0, 0.0
     if count and len(times) >= 0.9 * count:  # timestamps to judge by
         first, last = min(times), max(times)

@@ -118,15 +118,20 @@ def test_repro_runs_every_stage_then_skips_them(project):
     assert "Running stage" not in out
 
 
-def test_flow_rerun_by_dvc_reuses_its_persisted_cache(project):
-    _run(project, "dvc", "repro")
-    code = project / "pipeline/flow.py"
+def _repro_with_edited(project, module):
+    """`dvc repro` with a comment appended to ``pipeline/<module>.py`` (restored after)."""
+    code = project / f"pipeline/{module}.py"
     original = code.read_text()
-    code.write_text(original + "# an edit that makes DVC re-run the stage\n")
+    code.write_text(original + "# an edit that changes no output\n")
     try:
-        out = _run(project, "dvc", "repro")
+        return _run(project, "dvc", "repro")
     finally:
         code.write_text(original)
+
+
+def test_flow_rerun_by_dvc_reuses_its_persisted_cache(project):
+    _run(project, "dvc", "repro")
+    out = _repro_with_edited(project, "flow")
     assert "Running stage 'flow'" in out
     assert "flow: 16 videos (16 reused from cache, 0 computed, 0 failed)" in out
     _run(project, "dvc", "repro")  # back to the committed code
@@ -246,13 +251,7 @@ def test_editing_a_stage_module_reruns_that_stage_alone(project):
     same bytes). Before the contracts module, every later stage depended on ingest.py."""
     _run(project, "dvc", "repro")
     for module in ("ingest", "shard"):
-        code = project / f"pipeline/{module}.py"
-        original = code.read_text()
-        code.write_text(original + "# an edit that changes no output\n")
-        try:
-            out = _run(project, "dvc", "repro")
-        finally:
-            code.write_text(original)
+        out = _repro_with_edited(project, module)
         assert _ran(out) == [module], out
         for stage in STAGES[STAGES.index(module) + 1 :]:  # what follows: same inputs, skipped
             assert f"Stage '{stage}' didn't change" in out
