@@ -5,7 +5,9 @@ For each manifest row a worker process decodes the video frame by frame, resizes
 JPEG-encodes the RGB frames and both flow components (``pipeline.flow_compute``); only the
 encoded bytes are kept, so a worker's memory does not grow with the video's resolution. A
 scheduler (``pipeline.flow_schedulers``: one per engine) runs that work; this process alone
-writes ``data/videos/<video_id>.tfrecord`` (``pipeline.contracts``), atomically.
+writes ``data/videos/<video_id>.tfrecord`` (``pipeline.contracts``), atomically. With
+``cluster.executor: ray`` the schedulers run the same work as Ray tasks and actors on a cluster
+(``pipeline.cluster``); this process still does everything else, so the records are the same.
 
 Cache: ``data/videos/_cache.jsonl`` logs, per finished video, the key it was made with: a hash
 of the video's *content*, its id and label, and every value that shapes a record (``flow.size``,
@@ -48,8 +50,14 @@ from pipeline.flow_compute import (
     resolve_engine,
     video_record,
 )
-from pipeline.flow_schedulers import KerasScheduler, OpenCVScheduler, Scheduler, VideoTask
-from pipeline.params import FlowParams, PipelineError, load_params
+from pipeline.flow_schedulers import (
+    KerasScheduler,
+    OpenCVScheduler,
+    Scheduler,
+    VideoTask,
+    ray_scheduler,
+)
+from pipeline.params import ClusterParams, FlowParams, PipelineError, load_params
 
 CACHE_LOG = "_cache.jsonl"
 """The flow stage's own memory, inside ``data/videos``: the cache key of each finished record."""
@@ -151,6 +159,8 @@ class Summary:
 def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, ProcessExpired):
         return f"the worker died while decoding or computing flow ({exc}; exit code {exc.exitcode})"
+    if isinstance(exc, pools.WorkerDied):
+        return f"the worker died while decoding or computing flow ({exc})"
     return str(exc) or type(exc).__name__
 
 
@@ -161,12 +171,14 @@ def run_flow(
     failed_csv: Path = contracts.FLOW_FAILED,
     task: Callable[[str, int, FlowParams], VideoFlow] = flow_video,
     scheduler: Scheduler | None = None,
+    settings: dict | None = None,
 ) -> Summary:
     """Bring ``out_dir`` up to date with ``rows``; raises :class:`FlowError` past the limit.
 
     ``scheduler`` computes the videos to do (default: :func:`local_scheduler` of the engine
     run, whose opencv scheduler calls ``task`` for each video); its ``run`` must be a generator
-    (closing it stops the work).
+    (closing it stops the work). ``settings`` are the record settings of the engine it runs
+    (default: ``record_settings`` of the engine run here).
     """
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,8 +186,7 @@ def run_flow(
     for f in out_dir.iterdir():  # leftovers of a killed run, and videos no longer listed
         if contracts.is_temporary(f.name) or (f.suffix == ".tfrecord" and f.stem not in wanted):
             f.unlink()
-    engine = resolve_engine(p.engine)
-    settings = record_settings(p, engine)
+    settings = settings or record_settings(p, resolve_engine(p.engine))
     logged = load_cache_log(out_dir)
     entries: dict[str, dict] = {}  # the cache log rewritten at the end: current videos only
     todo, failed = [], []
@@ -204,7 +215,8 @@ def run_flow(
     jobs = {row["video_id"]: (row, entry) for row, entry in todo}
     tasks = [VideoTask(row["video_id"], row["path"], row["frames"]) for row, _ in todo]
     if scheduler is None:
-        scheduler = local_scheduler(engine, p, pools.worker_count(p.workers, len(todo)), task)
+        workers = pools.worker_count(p.workers, len(todo))
+        scheduler = local_scheduler(settings["engine"], p, workers, task)
     results = scheduler.run(tasks)
     try:
         for task_done, result in results:
@@ -255,7 +267,18 @@ def local_scheduler(
     batches of pairs (:func:`pipeline.flow_compute.batched_flow`)."""
     if engine == "keras":
         return KerasScheduler(p, workers, batched_flow)
-    return OpenCVScheduler(p, workers, task)
+    return OpenCVScheduler(p, pools.LocalExecutor(workers), task)
+
+
+def run_flow_on(p: FlowParams, c: ClusterParams, rows: list[dict]) -> Summary:
+    """:func:`run_flow` on the executor of ``cluster.executor``."""
+    if c.executor == "local":
+        return run_flow(p, rows)
+    from pipeline import cluster
+
+    with cluster.connect(c):
+        scheduler, settings = ray_scheduler(p, c)
+        return run_flow(p, rows, scheduler=scheduler, settings=settings)
 
 
 def _rewrite_log(out_dir: Path, entries: dict[str, dict]) -> None:
@@ -273,8 +296,8 @@ def main(argv: list[str] | None = None) -> None:
 
             print(f"flow: wrote {preview(args.preview)}")
             return
-        p = load_params().flow
-        summary = run_flow(p, contracts.read_manifest())
+        params = load_params()
+        summary = run_flow_on(params.flow, params.cluster, contracts.read_manifest())
     except PipelineError as exc:
         sys.exit(f"flow: {exc}")
     print(summary.line())

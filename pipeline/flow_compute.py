@@ -207,28 +207,41 @@ def video_record(
     )
 
 
-def record_settings(p: FlowParams, engine: str | None = None) -> dict:
+def versions_here(engine: str) -> dict[str, str]:
+    """The libraries a record of ``engine`` depends on, as installed where this runs: OpenCV,
+    the decoder and, for keras, Keras, its backend and the device (a cluster's workers report
+    theirs, ``pipeline.cluster``)."""
+    v = {"opencv": cv2.__version__, "decoder": video.decoder_version()}
+    if engine == "keras":
+        from pipeline import tvl1
+
+        v.update(tvl1.engine_parts())
+    return v
+
+
+def record_settings(
+    p: FlowParams, engine: str | None = None, versions: dict[str, str] | None = None
+) -> dict:
     """Every value that shapes a record; part of each record's cache key and context.
 
-    ``engine`` is the engine actually run (``flow.engine`` resolved); its library versions
-    (and, for keras, the backend and the batch size it compiles for) are part of the key.
+    ``engine`` is the engine actually run (``flow.engine`` resolved); the versions of its
+    libraries (:func:`versions_here`, or ``versions`` where the work runs elsewhere) and, for
+    keras, the batch size it compiles for are part of the key.
     """
     engine = engine or resolve_engine(p.engine)
+    v = versions or versions_here(engine)
     settings = {
         "schema_version": contracts.SCHEMA_VERSION,
         "engine": engine,
-        "engine_version": f"opencv {cv2.__version__}",
-        "decoder": video.decoder_version(),
+        "engine_version": f"opencv {v['opencv']}",
+        "decoder": v["decoder"],
         "size": p.size,
         "bound": p.bound,
         "jpeg_quality": p.jpeg_quality,
         "tvl1": dataclasses.asdict(p.tvl1),
     }
     if engine == "keras":
-        from pipeline import tvl1
-
         # OpenCV still resizes and encodes: its version stays in the key
-        settings.update(
-            engine_version=f"{tvl1.engine_version()}; opencv {cv2.__version__}", batch=p.batch
-        )
+        keras = f"keras {v['keras']} ({v['backend']}, {v['device']})"
+        settings.update(engine_version=f"{keras}; opencv {v['opencv']}", batch=p.batch)
     return settings

@@ -14,9 +14,10 @@ Layouts (``data.layout``):
 Train/val (and the ``folder`` layout's test split) are drawn per class over *groups*, so that
 clips of one group (UCF101's ``_gXX_``; otherwise each video alone) never straddle two splits.
 
-Every candidate is decoded in full in a worker process (``pipeline.video``, in a ``pebble``
-pool): a video that cannot be opened (with the true reason: empty, not a video, no video
-stream, a codec this build cannot decode, an MP4 without its index, a broken link), is
+Every candidate is decoded in full in a worker process (``pipeline.video``; in a ``pebble``
+pool, or as a Ray task with ``cluster.executor: ray``, ``pipeline.cluster``): a video that
+cannot be opened (with the true reason: empty, not a video, no video stream, a codec this
+build cannot decode, an MP4 without its index, a broken link), is
 truncated (its decodable stream ends clearly before the duration its container claims), has
 no or too few decodable frames, hangs, or crashes its decoder is written to
 ``data/rejected.csv`` with the reason, and the stage goes on. It stops, leaving no outputs,
@@ -27,7 +28,7 @@ Outputs: ``data/manifest.csv`` (``contracts.MANIFEST_COLUMNS``: what decodes and
 container claimed, the size as displayed, the average fps, the codec), ``data/classes.txt``
 (one name per line, label order), ``data/rejected.csv``.
 
-Run: ``python -m pipeline.ingest`` (reads ``data.*`` from ``params.yaml``).
+Run: ``python -m pipeline.ingest`` (reads ``data.*`` and ``cluster.*`` from ``params.yaml``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from tqdm import tqdm
 
 from pipeline import contracts, pools, video
 from pipeline.contracts import SPLITS
-from pipeline.params import DataParams, PipelineError, load_params
+from pipeline.params import ClusterParams, DataParams, PipelineError, load_params
 from pipeline.video import VIDEO_EXTENSIONS, Probe
 
 
@@ -290,21 +291,19 @@ def probe_all(
     workers: int,
     timeout_s: float,
     probe: Callable[[str], Probe] = probe_video,
+    executor: pools.Executor | None = None,
 ) -> dict[Path, Probe | str]:
-    """Probe videos in ``workers`` processes (0: one per core); a failure of any kind becomes
-    a reason string.
+    """Probe videos with ``executor`` (default: ``workers`` local processes, 0: one per core);
+    a failure of any kind becomes a reason string.
 
     A worker that dies (segfault, abort) or overruns ``timeout_s`` costs only its video:
-    pebble replaces the worker and the other videos go on.
+    pebble replaces the worker (Ray retries the task elsewhere, then gives up) and the other
+    videos go on.
     """
     paths = list(paths)
     results: dict[Path, Probe | str] = {}
-    done = pools.run_each(
-        probe,
-        [(str(p),) for p in paths],
-        pools.worker_count(workers, len(paths)),
-        timeout=timeout_s,
-    )
+    executor = executor or pools.LocalExecutor(workers)
+    done = executor.each(probe, [(str(p),) for p in paths], timeout=timeout_s)
     with contextlib.closing(done):  # stops the workers at once on an error or Ctrl-C
         for i, result in tqdm(done, total=len(paths), desc="ingest: probe", unit="video"):
             results[paths[i]] = _reason(result, timeout_s)
@@ -317,6 +316,8 @@ def _reason(result: object, timeout_s: float) -> Probe | str:
         return f"decoding took longer than data.probe_timeout_s = {timeout_s} s"
     if isinstance(result, ProcessExpired):
         return f"the decoder crashed ({result}; exit code {result.exitcode})"
+    if isinstance(result, pools.WorkerDied):
+        return f"the decoder crashed ({result})"
     if isinstance(result, Exception):  # the probe's own error, e.g. not a video
         return str(result) or type(result).__name__
     return result
@@ -360,9 +361,12 @@ def _summarise(rejected: list[Rejection], limit: int = 8) -> str:
 
 
 def ingest(
-    p: DataParams, probe: Callable[[str], Probe] = probe_video
+    p: DataParams,
+    probe: Callable[[str], Probe] = probe_video,
+    executor: pools.Executor | None = None,
 ) -> tuple[list[str], list[dict], list[Rejection]]:
-    """Classes, manifest rows and rejections for ``data.*``; raises :class:`IngestError`."""
+    """Classes, manifest rows and rejections for ``data.*``, the videos probed by ``executor``
+    (default: ``data.workers`` local processes); raises :class:`IngestError`."""
     root = Path(p.root)
     if not root.is_dir():
         raise IngestError(
@@ -397,7 +401,7 @@ def ingest(
         else:
             seen[c.video_id] = c.path
             unique.append(c)
-    probes = probe_all([c.path for c in unique], p.workers, p.probe_timeout_s, probe)
+    probes = probe_all([c.path for c in unique], p.workers, p.probe_timeout_s, probe, executor)
     rows = []
     for c in unique:
         result = probes[c.path]
@@ -462,10 +466,28 @@ def write_outputs(
         )
 
 
+def decoder_versions() -> dict[str, str]:
+    """What decides a probe's frame count, where this runs (compared across a cluster)."""
+    return {"decoder": video.decoder_version()}
+
+
+def ingest_on(p: DataParams, c: ClusterParams) -> tuple[list[str], list[dict], list[Rejection]]:
+    """:func:`ingest` on the executor of ``cluster.executor``."""
+    if c.executor == "local":
+        return ingest(p)
+    from pipeline import cluster
+
+    with cluster.connect(c):
+        cluster.check_versions(
+            decoder_versions(), cluster.on_every_node(decoder_versions), "ingest's probes"
+        )
+        return ingest(p, executor=cluster.RayExecutor(c))
+
+
 def main() -> None:
     try:
         params = load_params()
-        classes, rows, rejected = ingest(params.data)
+        classes, rows, rejected = ingest_on(params.data, params.cluster)
     except PipelineError as exc:
         sys.exit(f"ingest: {exc}")
     write_outputs(contracts.DATA_DIR, classes, rows, rejected)

@@ -39,6 +39,12 @@ RUN_ONLY = {
     "data.max_rejected_fraction": "only whether ingest gives up; what it writes is the same",
     "flow.workers": "how many processes compute flow; the records are the same for any number",
     "flow.max_failure_fraction": "only whether the flow stage gives up; the records are the same",
+    "cluster.executor": "where ingest and flow run their per-video work; the manifest and the "
+    "records are the same on any executor (tests/test_cluster.py)",
+    "cluster.address": "which Ray cluster runs the work",
+    "cluster.cpus_per_video": "the CPUs Ray reserves for one video's task",
+    "cluster.gpus_per_worker": "the GPUs Ray reserves for one keras-engine TV-L1 actor",
+    "cluster.max_in_flight": "how many videos are in the air at once",
 }
 """Keys that steer a run and never change what a stage writes: no stage declares them in
 dvc.yaml, so editing one re-runs nothing (tests/test_dvc_pipeline.py checks every other key a
@@ -227,6 +233,31 @@ class FlowParams(_Section, name="flow"):
 
 
 @dataclass(frozen=True)
+class ClusterParams(_Section, name="cluster"):
+    """``cluster``: where ingest and flow run their per-video work (README, Beyond one
+    machine). Every key steers the run only (:data:`RUN_ONLY`)."""
+
+    executor: str = field(metadata=_one_of("local", "ray"))
+    address: str | None  # null: a private Ray instance on this machine, for this run
+    cpus_per_video: float = field(metadata=_between(0.01, 1024.0))
+    gpus_per_worker: float = field(metadata=_between(0.0, 64.0))
+    max_in_flight: int = field(metadata=_between(1, 1_000_000))
+
+    def _check(self) -> list[str]:
+        a = self.address
+        if a is None or a == "auto":
+            return []
+        host, _, port = a.removeprefix("ray://").rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return [
+                f"cluster.address: got {a!r}; allowed: null (a private Ray instance on this "
+                "machine), 'auto' (the cluster `ray start` runs here), 'host:port' (the head's "
+                "GCS port, 6379 by default) or 'ray://host:port' (Ray Client, 10001)"
+            ]
+        return []
+
+
+@dataclass(frozen=True)
 class ShardParams(_Section, name="shard"):
     """``shard``: how the per-video records are packed into shards."""
 
@@ -346,6 +377,7 @@ class Params:
     synthetic: SyntheticParams
     data: DataParams
     flow: FlowParams
+    cluster: ClusterParams
     shard: ShardParams
     clip: ClipParams
     eval: EvalParams

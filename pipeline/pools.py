@@ -1,4 +1,5 @@
-"""Local worker processes for per-video work (ingest's probes, the flow schedulers).
+"""Local worker processes for per-video work (ingest's probes, the flow schedulers), and the
+executor interface that the Ray executor (``pipeline.cluster``) implements too.
 
 Workers are *spawned*, never forked (forking a process that has TensorFlow loaded can deadlock
 the child), and run in a ``pebble`` pool, which replaces a worker that dies (a decoder's
@@ -13,8 +14,30 @@ import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from pebble import ProcessPool
+
+
+class WorkerDied(RuntimeError):
+    """The worker process (or the node) that ran a task died, however often it was retried."""
+
+
+class Executor(Protocol):
+    """Runs one function over many argument tuples: :class:`LocalExecutor` on this machine,
+    ``pipeline.cluster.RayExecutor`` on a Ray cluster."""
+
+    def each(
+        self,
+        fn: Callable[..., object],
+        arguments: Sequence[tuple],
+        *,
+        timeout: float | None = None,
+        initializer: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[int, object]]:
+        """``(i, fn(*arguments[i]))`` as each finishes (see :func:`run_each`)."""
+        ...
 
 
 def worker_count(setting: int, tasks: int) -> int:
@@ -58,3 +81,21 @@ def run_each(
                 yield futures[future], future.result()
             except Exception as exc:  # noqa: BLE001 (handed to the caller, which records it)
                 yield futures[future], exc
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    """:func:`run_each` in ``workers`` spawned processes (0: one per core)."""
+
+    workers: int
+
+    def each(
+        self,
+        fn: Callable[..., object],
+        arguments: Sequence[tuple],
+        *,
+        timeout: float | None = None,
+        initializer: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[int, object]]:
+        workers = worker_count(self.workers, len(arguments))
+        return run_each(fn, arguments, workers, timeout=timeout, initializer=initializer)

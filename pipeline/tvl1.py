@@ -320,14 +320,17 @@ def gpu_visible() -> bool:
     return False
 
 
-def engine_version() -> str:
-    """``keras X (backend Y, device)``: what the flow of the keras engine depends on."""
+def engine_parts() -> dict[str, str]:
+    """Keras's version, its backend's and the device: what the keras engine's flow depends on."""
     import importlib
 
     backend = keras.backend.backend()
     module = importlib.import_module({"tensorflow": "tensorflow"}.get(backend, backend))
-    device = "gpu" if gpu_visible() else "cpu"
-    return f"keras {keras.__version__} ({backend} {module.__version__}, {device})"
+    return {
+        "keras": keras.__version__,
+        "backend": f"{backend} {module.__version__}",
+        "device": "gpu" if gpu_visible() else "cpu",
+    }
 
 
 @functools.lru_cache(maxsize=16)
