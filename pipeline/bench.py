@@ -1,6 +1,6 @@
 """Benchmarks that print measured numbers (not tests).
 
-    python -m pipeline.bench flow [--videos 4] [--frames 25]
+    python -m pipeline.bench flow [--videos 4] [--frames 25] [--executor local|ray]
     python -m pipeline.bench reader [--seconds 20]
     python -m pipeline.bench train [--steps 20] [-S key=value ...]
     python -m pipeline.bench tvl1 [--pairs 8]
@@ -9,7 +9,9 @@
 ``DualTVL1OpticalFlow.calc`` loop on one core over frames decoded beforehand, (2) the flow stage
 (``run_flow``: decode, resize, TV-L1, quantise, JPEG, record writing, cache) with one worker and
 (3) with all cores. The last line is ``flow overhead ratio: X.XX  scaling efficiency: Y.YY``:
-(2)/(1), and (3)/(cores × (2)).
+(2)/(1), and (3)/(cores × (2)). With ``--executor ray`` (2) and (3) run through a two-node
+Ray cluster started on this machine (``ray.cluster_utils.Cluster``, loopback only, the cores
+split between the nodes): (2) with one video in flight at a time, (3) with all in flight.
 
 ``reader``: training clips per second from shards at the paper's sizes (T = 5, tau = 5, L = 10,
 224² multi-scale crops from 340×256 frames) in mode ``both``, with one core and with all cores
@@ -31,21 +33,24 @@ process, on whatever device that backend sees (a GPU when there is one). Ends wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from pipeline import contracts
-from pipeline.flow import run_flow
+from pipeline import cluster, contracts
+from pipeline.flow import Summary, run_flow
 from pipeline.flow_compute import create_tvl1
-from pipeline.params import load_params
+from pipeline.flow_schedulers import ray_scheduler
+from pipeline.params import FlowParams, load_params
 from pipeline.synthesize import write_video
 
 
@@ -65,7 +70,7 @@ def _scene(seed: int, frames: int, width: int = 320, height: int = 240) -> np.nd
     return out
 
 
-def bench_flow(videos: int, frames: int) -> None:
+def bench_flow(videos: int, frames: int, executor: str = "local") -> None:
     p = load_params().flow
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,7 +83,7 @@ def bench_flow(videos: int, frames: int) -> None:
         pairs = videos * (frames - 1)
         print(
             f"flow benchmark: {videos} videos x {frames} frames at 320x240 = {pairs} pairs, "
-            f"OpenCV {cv2.__version__}, {cores} cores, TV-L1 {p.tvl1}"
+            f"OpenCV {cv2.__version__}, {cores} cores, TV-L1 {p.tvl1}, executor {executor}"
         )
 
         cv2.setNumThreads(1)
@@ -97,18 +102,54 @@ def bench_flow(videos: int, frames: int) -> None:
         bare = pairs / (time.perf_counter() - start)
         print(f"bare calc() loop, 1 core:        {bare:7.2f} pairs/s")
 
-        rates = {}
-        for workers in (1, cores):
-            q = dataclasses.replace(p, workers=workers, size=None)
-            start = time.perf_counter()
-            summary = run_flow(q, rows, tmp / f"out{workers}", tmp / f"failed{workers}.csv")
-            assert summary.computed == videos and not summary.failed
-            rates[workers] = pairs / (time.perf_counter() - start)
-            label = f"flow stage, {workers} worker{'s' if workers > 1 else ''}:"
-            print(f"{label:<32} {rates[workers]:7.2f} pairs/s")
+        with contextlib.ExitStack() as stack:
+            run = _local_run if executor == "local" else stack.enter_context(_ray_run(cores))
+            rates = {}
+            for workers in (1, cores):
+                q = dataclasses.replace(p, workers=workers, size=None)
+                start = time.perf_counter()
+                summary = run(q, rows, tmp / f"out{workers}", tmp / f"failed{workers}.csv")
+                assert summary.computed == videos and not summary.failed
+                rates[workers] = pairs / (time.perf_counter() - start)
+                label = f"flow stage, {workers} worker{'s' if workers > 1 else ''}:"
+                print(f"{label:<32} {rates[workers]:7.2f} pairs/s")
         overhead = rates[1] / bare
         scaling = rates[cores] / (cores * rates[1])
         print(f"flow overhead ratio: {overhead:.2f}  scaling efficiency: {scaling:.2f}")
+
+
+def _local_run(p: FlowParams, rows: list[dict], out: Path, failed: Path) -> Summary:
+    return run_flow(p, rows, out, failed)
+
+
+@contextlib.contextmanager
+def _ray_run(cores: int) -> Iterator[Callable[..., Summary]]:
+    """``run_flow`` through a two-node Ray cluster on this machine (``flow.workers`` videos in
+    flight at a time); the cluster's processes are stopped after, by their own ids."""
+    os.environ.setdefault(cluster.LOOPBACK_ONLY, "0")  # before Ray is imported: loopback only
+    from ray.cluster_utils import Cluster
+
+    loopback = {"node_ip_address": "127.0.0.1"}
+    nodes = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": max(1, cores // 2), "include_dashboard": False, **loopback},
+    )
+    try:
+        nodes.add_node(num_cpus=max(1, cores - cores // 2), **loopback)
+        nodes.wait_for_nodes()
+        raw = load_params().cluster
+        c = dataclasses.replace(raw, executor="ray", address=nodes.address, cpus_per_video=1.0)
+        with cluster.connect(c):
+
+            def run(p: FlowParams, rows: list[dict], out: Path, failed: Path) -> Summary:
+                scheduler, settings = ray_scheduler(
+                    p, dataclasses.replace(c, max_in_flight=p.workers)
+                )
+                return run_flow(p, rows, out, failed, scheduler=scheduler, settings=settings)
+
+            yield run
+    finally:
+        nodes.shutdown()
 
 
 def _grey_pairs(pairs: int) -> np.ndarray:
@@ -361,6 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     flow = sub.add_parser("flow", help="TV-L1 stage against a bare calc() loop")
     flow.add_argument("--videos", type=int, default=4)
     flow.add_argument("--frames", type=int, default=25)
+    flow.add_argument("--executor", choices=("local", "ray"), default="local")
     reader = sub.add_parser("reader", help="training clips/s from shards, 1 core and all")
     reader.add_argument("--seconds", type=float, default=20.0)
     rate = sub.add_parser("reader-rate")  # one pinned measurement, run by `reader` itself
@@ -384,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.what == "train":
         bench_train(args.set, args.stream, args.steps)
     elif args.what == "flow":
-        bench_flow(args.videos, args.frames)
+        bench_flow(args.videos, args.frames, args.executor)
     elif args.what == "reader":
         bench_reader(args.seconds)
     else:

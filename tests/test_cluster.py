@@ -95,6 +95,8 @@ def _same_records(a, b, rows):
 def slow_probe(path):
     if "slow" in path:
         time.sleep(30)
+    if "crash" in path:
+        os._exit(3)  # as a decoder's segfault would end the worker
     return ing.probe_video(path)
 
 
@@ -157,26 +159,38 @@ def test_ingest_on_ray_gives_the_local_manifest_and_rejections(
     _, c = two_nodes
     root = tmp_path / "videos"
     for k, name in enumerate(("Ape", "Bat")):
-        for i in range(3):
+        for i in range(4):
             make_video(root / name / f"{name}_{i}.avi", seed=10 * k + i)
     (root / "Ape" / "broken.avi").write_bytes(b"not a video at all")
     make_video(root / "Bat" / "slow.avi", seed=99)  # its probe overruns data.probe_timeout_s
+    make_video(root / "Bat" / "crash.avi", seed=98)  # its probe kills the worker, every time
     raw_params["data"].update(
         layout="folder", root=str(root), lists=str(root), min_frames=10, workers=2
     )
-    raw_params["data"].update(max_rejected_fraction=0.5, probe_timeout_s=1.0, test_fraction=0.3)
+    raw_params["data"].update(max_rejected_fraction=0.5, probe_timeout_s=1.0, test_fraction=0.4)
     p = parse_params(raw_params).data
     local = ing.ingest(p, probe=slow_probe)
     on_ray = ing.ingest(p, probe=slow_probe, executor=cluster.RayExecutor(c))
     ing.write_outputs(tmp_path / "local", *local)
     ing.write_outputs(tmp_path / "ray", *on_ray)
-    for f in (contracts.MANIFEST, contracts.CLASSES, contracts.REJECTED):
+    for f in (contracts.MANIFEST, contracts.CLASSES):
         assert (tmp_path / "local" / f.name).read_bytes() == (
             tmp_path / "ray" / f.name
         ).read_bytes()
+    ours = {Path(r.path).name: r.reason for r in local[2]}
     reasons = {Path(r.path).name: r.reason for r in on_ray[2]}
+    assert reasons.keys() == ours.keys() == {"broken.avi", "slow.avi", "crash.avi"}
     assert reasons["slow.avi"] == "decoding took longer than data.probe_timeout_s = 1.0 s"
-    assert "broken.avi" in reasons and len(on_ray[1]) == 6
+    assert reasons["broken.avi"] == ours["broken.avi"] and reasons["slow.avi"] == ours["slow.avi"]
+    # a crash reads alike; Ray cannot tell the exit code, it tells how often it tried
+    assert (
+        ours["crash.avi"].startswith("the decoder crashed (") and "exit code 3" in ours["crash.avi"]
+    )
+    assert reasons["crash.avi"] == (
+        f"the decoder crashed (its Ray worker process (or its node) died {cluster.RETRIES + 1} "
+        "times; see the workers' logs (ray logs))"
+    )
+    assert len(on_ray[1]) == 8
     # a node that cannot see a video says so, naming itself
     ((_, missing),) = cluster.RayExecutor(c).each(ing.probe_video, [("/nowhere/clip.avi",)])
     assert isinstance(missing, FileNotFoundError)
