@@ -336,19 +336,24 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_an_unreachable_address_fails_fast_naming_it(tmp_path, raw_params):
-    rows = _videos(tmp_path / "raw", n=1)
-    address = f"{LOOPBACK}:{_free_port()}"
-    project = _scratch_project(tmp_path, raw_params, rows, executor="ray", address=address)
-    start = time.monotonic()
-    run = subprocess.run(
+def _flow_stage(project):
+    """``python -m pipeline.flow`` run in ``project``, as dvc would."""
+    return subprocess.run(
         [sys.executable, "-m", "pipeline.flow"],
         cwd=project,
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
+        timeout=300,
     )
+
+
+def test_an_unreachable_address_fails_fast_naming_it(tmp_path, raw_params):
+    rows = _videos(tmp_path / "raw", n=1)
+    address = f"{LOOPBACK}:{_free_port()}"
+    project = _scratch_project(tmp_path, raw_params, rows, executor="ray", address=address)
+    start = time.monotonic()
+    run = _flow_stage(project)
     assert run.returncode != 0
     assert f"cannot reach a Ray cluster at cluster.address = '{address}'" in run.stderr
     assert time.monotonic() - start < 60
@@ -359,14 +364,7 @@ def test_a_private_ray_instance_runs_the_stage(tmp_path, raw_params):
     """cluster.address null: the stage starts Ray on this machine (loopback) and stops it."""
     rows = _videos(tmp_path / "raw", n=2)
     project = _scratch_project(tmp_path, raw_params, rows, executor="ray", address=None)
-    run = subprocess.run(
-        [sys.executable, "-m", "pipeline.flow"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=300,
-    )
+    run = _flow_stage(project)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "2 computed, 0 failed" in run.stdout
     p = parse_params(raw_params).flow

@@ -167,11 +167,16 @@ def test_steering_params_rerun_nothing(project):
     params["data"]["workers"] = 1
     params["flow"]["max_failure_fraction"] = 0.5
     params["data"]["max_rejected_fraction"] = 0.5
+    # on a cluster (nothing runs, so nothing connects)
+    params["cluster"].update(
+        executor="ray", address="auto", cpus_per_video=0.5, gpus_per_worker=0, max_in_flight=3
+    )
     assert set(RUN_ONLY) == {
         "flow.workers",
         "data.workers",
         "flow.max_failure_fraction",
         "data.max_rejected_fraction",
+        *(f"cluster.{k}" for k in params["cluster"]),
     }
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run(project, "dvc", "repro")
