@@ -70,7 +70,8 @@ def _device() -> str:
 
 
 def _peak_gib() -> float | None:
-    """Peak memory of the first device so far (GiB); None where the backend does not say."""
+    """Peak memory of the first device since the check started (GiB, the process's peak: a
+    row never shows less than the rows before it); None where the backend does not say."""
     import jax
 
     stats = jax.devices()[0].memory_stats() or {}
@@ -87,7 +88,7 @@ def _params(overrides: dict) -> object:
 
 
 def _scene(pairs: int, width: int, height: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``pairs`` grey frame pairs (0-255): a smooth random texture moving by a sub-pixel step."""
+    """``pairs`` grey frame pairs (0-255): a blocky random texture moving one pixel a frame."""
     rng = np.random.default_rng(seed)
     coarse = rng.uniform(0, 255, (pairs + 1, height // 8 + 2, width // 8 + 2))
     smooth = np.kron(coarse, np.ones((8, 8)))[:, : height + 8, : width + 8]
@@ -98,9 +99,14 @@ def _scene(pairs: int, width: int, height: int, seed: int = 0) -> tuple[np.ndarr
     return frames[:-1], frames[1:]
 
 
+JSON: Path | None = None  # --json: rewritten after every row, so a run cut short keeps its rows
+
+
 def _line(out: list[dict], **row: object) -> None:
     out.append(row)
     print("  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+    if JSON is not None:
+        JSON.write_text(json.dumps({"device": _device(), "rows": out}, indent=1) + "\n")
 
 
 def check_tvl1(out: list[dict], smoke: bool) -> None:
@@ -249,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.make_fixtures:
         make_fixtures()
         return 0
+    global JSON
+    JSON = args.json
+    if args.smoke:  # on the CPU, whatever else is there
+        import jax
+
+        jax.config.update("jax_platforms", "cpu")
     start = time.perf_counter()
     out: list[dict] = []
     print(
@@ -263,8 +275,6 @@ def main(argv: list[str] | None = None) -> int:
     seconds = round(time.perf_counter() - start, 1)
     bad = [r for r in out if r.get("ok") is False]
     _line(out, check="done", seconds=seconds, agreement="ok" if not bad else "FAILED")
-    if args.json:
-        args.json.write_text(json.dumps({"device": _device(), "rows": out}, indent=1) + "\n")
     return 1 if bad else 0
 
 

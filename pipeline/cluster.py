@@ -172,15 +172,21 @@ def _call(
         return fn(*args)
 
     def overrun(*_: object) -> None:
-        raise TimeoutError(f"took longer than {timeout_s} s")
+        raise _Overrun  # no Exception: nothing in the decoder may catch it
 
     previous = signal.signal(signal.SIGALRM, overrun)  # Ray runs a task in its main thread
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
         return fn(*args)
+    except _Overrun:
+        raise TimeoutError(f"took longer than {timeout_s} s") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+class _Overrun(BaseException):
+    """A task's alarm went off (``TimeoutError`` would be caught as an ``OSError``)."""
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -192,7 +198,7 @@ def unwrap(exc: BaseException) -> BaseException:
     if isinstance(exc, errors.RayTaskError) and isinstance(exc.cause, BaseException):
         return exc.cause
     if isinstance(exc, errors.OutOfMemoryError):
-        return WorkerDied(f"Ray's memory monitor killed its worker {RETRIES + 1} times: {exc}")
+        return WorkerDied(f"Ray's memory monitor killed its worker: {exc}")
     if isinstance(exc, errors.WorkerCrashedError | errors.NodeDiedError | errors.RayActorError):
         what = "its Ray worker process (or its node) died"
         return WorkerDied(f"{what} {RETRIES + 1} times; see the workers' logs (ray logs)")
@@ -310,21 +316,55 @@ def get(ref: Any) -> object:  # noqa: ANN401 (an ObjectRef)
         return unwrap(exc)
 
 
-def get_all(refs: Sequence[Any]) -> list:
-    """The values of ``refs`` (raising as ``ray.get`` does)."""
-    return _ray().get(list(refs))
-
-
 def cancel(ref: Any) -> None:  # noqa: ANN401 (an ObjectRef)
     """Stop the task of ``ref`` (its worker is killed)."""
     _ray().cancel(ref, force=True)
 
 
+def gpu_slots(gpus: float) -> int:
+    """How many actors of ``gpus`` GPUs each the alive nodes can hold (an actor's GPUs are all
+    on one node)."""
+    nodes = [n for n in _ray().nodes() if n["Alive"]]
+    return sum(int(n["Resources"].get("GPU", 0) / gpus + 1e-9) for n in nodes)
+
+
 def actors(cls: type, count: int, gpus: float, *args: object) -> list[Any]:
     """``count`` Ray actors of ``cls(*args)``, each holding ``gpus`` GPUs and one CPU; an actor
-    whose process or node dies is restarted, and its calls retried, :data:`RETRIES` times."""
-    ray = _ray()
-    remote = ray.remote(cls).options(
-        num_cpus=1, num_gpus=gpus, max_restarts=RETRIES, max_task_retries=RETRIES
+    whose process or node dies is restarted, and its calls retried, :data:`RETRIES` times.
+
+    They run this process's Keras backend; an actor of no GPUs sees none, and one of a share
+    of a GPU takes that share of its memory (not the backend's default of most of it)."""
+    import keras
+
+    env = {"KERAS_BACKEND": keras.backend.backend()}
+    if gpus == 0:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    elif gpus < 1:
+        env.update(
+            XLA_PYTHON_CLIENT_MEM_FRACTION=f"{0.9 * gpus:.2f}", TF_FORCE_GPU_ALLOW_GROWTH="true"
+        )
+    remote = (
+        _ray()
+        .remote(cls)
+        .options(
+            num_cpus=1,
+            num_gpus=gpus,
+            max_restarts=RETRIES,
+            max_task_retries=RETRIES,
+            runtime_env={"env_vars": env},
+        )
     )
     return [remote.remote(*args) for _ in range(count)]
+
+
+def get_all(refs: Sequence[Any], timeout_s: float, what: str) -> list:
+    """The values of ``refs``; :class:`ClusterError` naming ``what`` when they take longer than
+    ``timeout_s`` (work the cluster cannot place waits for ever)."""
+    ray = _ray()
+    try:
+        return ray.get(list(refs), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError as exc:
+        raise ClusterError(
+            f"{what} did not start within {timeout_s:g} s: the cluster may lack the resources "
+            "(`ray status` shows what is free and what is pending)"
+        ) from exc

@@ -207,15 +207,15 @@ def video_record(
     )
 
 
-def versions_here(engine: str) -> dict[str, str]:
+def versions_here(engine: str, device: bool = True) -> dict[str, str]:
     """The libraries a record of ``engine`` depends on, as installed where this runs: OpenCV,
-    the decoder and, for keras, Keras, its backend and the device (a cluster's workers report
-    theirs, ``pipeline.cluster``)."""
+    the decoder and, for keras, Keras, its backend and (unless ``device`` is false) the device
+    (a cluster's workers report theirs, ``pipeline.cluster``)."""
     v = {"opencv": cv2.__version__, "decoder": video.decoder_version()}
     if engine == "keras":
         from pipeline import tvl1
 
-        v.update(tvl1.engine_parts())
+        v.update(tvl1.engine_parts(device))
     return v
 
 

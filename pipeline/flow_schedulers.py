@@ -265,6 +265,12 @@ class RayKerasScheduler:
             busy[k] -= 1
             result = cluster.get(ready)
             if isinstance(result, BaseException):  # the videos of this batch fail, not the run
+                if isinstance(result, pools.WorkerDied):  # the actor is gone for good
+                    busy[k] = 1 << 30  # never chosen again
+                    if min(busy) >= 1 << 30:
+                        raise cluster.ClusterError(
+                            f"every TV-L1 actor died ({result}); the finished records are kept"
+                        )
                 for job in {id(job): job for job, _ in chunk}.values():
                     if job.left > 0:
                         yield from fail(job, result)
@@ -284,16 +290,20 @@ class RayKerasScheduler:
                 while pending and len(decoding) + len(live) < window:
                     task = pending.pop()
                     rgb, grey = self.executor.submit(
-                        decode_apart, (task.path, task.frames, p), num_returns=2
+                        decode_apart,
+                        (task.path, task.frames, p),
+                        initializer=init_worker,
+                        num_returns=2,
                     )
                     decoding[rgb] = (task, grey, time.perf_counter())
                 for size in list(queues):
-                    # a partial batch goes once nothing more can come, or when the videos held
-                    # fill the window (frames of many sizes must not pile up)
+                    # as the local scheduler: a partial batch goes once nothing more can come,
+                    # or when the decoded videos held fill the window (frames of many sizes
+                    # must not pile up)
                     while min(busy) < 2 and (
                         len(queues[size]) >= p.batch
                         or (queues[size] and not (pending or decoding))
-                        or (queues[size] and len(decoding) + len(live) >= window)
+                        or (queues[size] and len(live) >= window)
                     ):
                         submit(size, min(len(queues[size]), p.batch))
                 refs = [*decoding, *batches]
@@ -303,6 +313,10 @@ class RayKerasScheduler:
         finally:
             for ref in decoding:
                 cluster.cancel(ref)
+
+
+ACTOR_START_S = 600.0
+"""How long the keras engine's actors may take to start (a node to join, Keras to import)."""
 
 
 def ray_scheduler(
@@ -324,17 +338,19 @@ def ray_scheduler(
         return OpenCVScheduler(p, executor, task), record_settings(p, engine, ours)
     count = 1
     if c.gpus_per_worker > 0:
-        gpus = cluster.cluster_gpus()
-        count = int(gpus // c.gpus_per_worker)
+        count = cluster.gpu_slots(c.gpus_per_worker)
         if count < 1:
             raise cluster.ClusterError(
                 f"the keras engine's actors each need cluster.gpus_per_worker = "
-                f"{c.gpus_per_worker} GPUs, and the Ray cluster has {gpus:g}: add GPU nodes, "
-                "set flow.engine: opencv, or cluster.gpus_per_worker: 0 (one actor on a CPU)"
+                f"{c.gpus_per_worker} GPUs on one node, and no node of the Ray cluster has "
+                f"them (GPUs in all: {cluster.cluster_gpus():g}): add GPU nodes, set "
+                "flow.engine: opencv, or cluster.gpus_per_worker: 0 (one actor on a CPU)"
             )
     workers = cluster.actors(TVL1Worker, count, c.gpus_per_worker, p)
-    reported = cluster.get_all([w.versions.remote() for w in workers])
-    keras = {k: v for k, v in versions_here("keras").items() if k != "device"}
+    reported = cluster.get_all(
+        [w.versions.remote() for w in workers], ACTOR_START_S, f"{count} TV-L1 actor(s)"
+    )
+    keras = versions_here("keras", device=False)  # asking for the device can take a GPU
     cluster.check_versions(keras, {f"TV-L1 actor {i}": v for i, v in enumerate(reported)}, "flow")
     devices = sorted({v["device"] for v in reported})
     if len(devices) > 1:

@@ -19,7 +19,8 @@ pool, or as a Ray task with ``cluster.executor: ray``, ``pipeline.cluster``): a 
 cannot be opened (with the true reason: empty, not a video, no video stream, a codec this
 build cannot decode, an MP4 without its index, a broken link), is
 truncated (its decodable stream ends clearly before the duration its container claims), has
-no or too few decodable frames, hangs, or crashes its decoder is written to
+no or too few decodable frames, hangs (on Ray: past an alarm between packets, which a
+decoder stuck inside one call does not hear), or crashes its decoder is written to
 ``data/rejected.csv`` with the reason, and the stage goes on. It stops, leaving no outputs,
 when the root is empty, a class or split ends up without usable videos, or more than
 ``data.max_rejected_fraction`` of the candidates were rejected.

@@ -320,17 +320,17 @@ def gpu_visible() -> bool:
     return False
 
 
-def engine_parts() -> dict[str, str]:
-    """Keras's version, its backend's and the device: what the keras engine's flow depends on."""
+def engine_parts(device: bool = True) -> dict[str, str]:
+    """Keras's version, its backend's and (unless ``device`` is false: asking can take a GPU's
+    memory) the device: what the keras engine's flow depends on."""
     import importlib
 
     backend = keras.backend.backend()
     module = importlib.import_module({"tensorflow": "tensorflow"}.get(backend, backend))
-    return {
-        "keras": keras.__version__,
-        "backend": f"{backend} {module.__version__}",
-        "device": "gpu" if gpu_visible() else "cpu",
-    }
+    parts = {"keras": keras.__version__, "backend": f"{backend} {module.__version__}"}
+    if device:
+        parts["device"] = "gpu" if gpu_visible() else "cpu"
+    return parts
 
 
 @functools.lru_cache(maxsize=16)
@@ -345,7 +345,15 @@ def compiled(t: TVL1Params) -> object:
     if backend == "jax":
         import jax
 
-        return jax.jit(fn)
+        jitted = jax.jit(fn)
+
+        def run(i0: object, i1: object) -> object:
+            # full float32 matrix products: on GPUs JAX would otherwise use TF32 for the
+            # resizing matmuls, an error OpenCV's resize does not make
+            with jax.default_matmul_precision("highest"):
+                return jitted(i0, i1)
+
+        return run
     if backend == "tensorflow":
         import tensorflow as tf
 

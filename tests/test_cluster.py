@@ -20,6 +20,7 @@ import json  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -100,11 +101,18 @@ def slow_probe(path):
     return ing.probe_video(path)
 
 
-def slow_flow(calls, path, frames, p):
-    """flow_video after a second, leaving one file per call (and so per retry)."""
-    Path(calls, f"{Path(path).stem}-{os.getpid()}-{time.monotonic_ns()}").touch()
-    time.sleep(1.0)
-    return flow_video(path, frames, p)
+def slow_flow(calls, slow_node, path, frames, p):
+    """flow_video after half a second (3 s on ``slow_node``), leaving a file per call (and so
+    per retry) that names the video and the node, and another once it is done."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    name = f"{Path(path).stem}-{node}-{time.monotonic_ns()}"
+    Path(calls, name).touch()
+    time.sleep(3.0 if node == slow_node else 0.5)
+    result = flow_video(path, frames, p)
+    Path(calls, "done", name).touch()
+    return result
 
 
 def crashing_flow(victim, path, frames, p):
@@ -226,8 +234,8 @@ def test_a_node_lost_mid_run_loses_nothing_and_writes_nothing_twice(
     nodes.wait_for_nodes()
     rows = _videos(tmp_path / "raw", n=6)
     calls = tmp_path / "calls"
-    calls.mkdir()
-    task = functools.partial(slow_flow, str(calls))
+    (calls / "done").mkdir(parents=True)
+    task = functools.partial(slow_flow, str(calls), extra.node_id)
     scheduler, settings = ray_scheduler(fp, c, task)
     written = []
     real_write = contracts.write_record
@@ -237,22 +245,35 @@ def test_a_node_lost_mid_run_loses_nothing_and_writes_nothing_twice(
         lambda path, *a: [written.append(Path(path).name), real_write(path, *a)],
     )
 
-    class LoseANode:
-        """The scheduler's outcomes; the extra node is removed after the second one."""
+    removed, stop = [], threading.Event()
 
-        def run(self, tasks):
-            for n, outcome in enumerate(scheduler.run(tasks)):
-                yield outcome
-                if n == 1:
-                    nodes.remove_node(extra)
+    def lose_the_node():
+        """Remove the extra node as soon as a video is seen running on it (started, not done)."""
+        while not stop.is_set():
+            finished = {f.name for f in (calls / "done").iterdir()}
+            running = [f.name for f in calls.iterdir() if f.is_file() and f.name not in finished]
+            mine = {n.split("-")[0] for n in running if n.split("-")[1] == extra.node_id}
+            if mine:
+                nodes.remove_node(extra)
+                removed.extend(mine)
+                return
+            stop.wait(0.05)
 
-    summary = fl.run_flow(
-        fp, rows, tmp_path / "ray", tmp_path / "rf.csv", scheduler=LoseANode(), settings=settings
-    )
+    watcher = threading.Thread(target=lose_the_node)
+    watcher.start()
+    try:
+        summary = fl.run_flow(
+            fp, rows, tmp_path / "ray", tmp_path / "rf.csv", scheduler=scheduler, settings=settings
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    assert removed, "the extra node ran no video"
     assert (summary.computed, summary.failed) == (6, [])
     assert sorted(written) == sorted(f"{r['video_id']}.tfrecord" for r in rows)  # once each
-    started = [f.name.split("-")[0] for f in calls.iterdir()]
-    assert len(started) > len(rows)  # a video in flight on the lost node ran again elsewhere
+    started = [f.name.split("-")[0] for f in calls.iterdir() if f.is_file()]
+    for video in removed:  # in flight on the lost node, it ran again elsewhere
+        assert started.count(video) >= 2, (video, sorted(started))
     monkeypatch.undo()
     fl.run_flow(fp, rows, tmp_path / "local", tmp_path / "lf.csv")
     _same_records(tmp_path / "local", tmp_path / "ray", rows)
