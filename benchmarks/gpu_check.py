@@ -90,11 +90,9 @@ def _params(overrides: dict) -> object:
 def _scene(pairs: int, width: int, height: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``pairs`` grey frame pairs (0-255): a blocky random texture moving one pixel a frame."""
     rng = np.random.default_rng(seed)
-    coarse = rng.uniform(0, 255, (pairs + 1, height // 8 + 2, width // 8 + 2))
-    smooth = np.kron(coarse, np.ones((8, 8)))[:, : height + 8, : width + 8]
-    frames = [
-        np.roll(smooth[0], k, axis=1)[4 : 4 + height, 4 : 4 + width] for k in range(pairs + 1)
-    ]
+    coarse = rng.uniform(0, 255, (height // 8 + 2, width // 8 + 2))
+    texture = np.kron(coarse, np.ones((8, 8)))[: height + 8, : width + 8]
+    frames = [np.roll(texture, k, axis=1)[4 : 4 + height, 4 : 4 + width] for k in range(pairs + 1)]
     frames = np.stack(frames).astype(np.uint8)
     return frames[:-1], frames[1:]
 

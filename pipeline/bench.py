@@ -103,7 +103,7 @@ def bench_flow(videos: int, frames: int, executor: str = "local") -> None:
         print(f"bare calc() loop, 1 core:        {bare:7.2f} pairs/s")
 
         with contextlib.ExitStack() as stack:
-            run = _local_run if executor == "local" else stack.enter_context(_ray_run(cores))
+            run = run_flow if executor == "local" else stack.enter_context(_ray_run(cores))
             rates = {}
             for workers in (1, cores):
                 q = dataclasses.replace(p, workers=workers, size=None)
@@ -116,10 +116,6 @@ def bench_flow(videos: int, frames: int, executor: str = "local") -> None:
         overhead = rates[1] / bare
         scaling = rates[cores] / (cores * rates[1])
         print(f"flow overhead ratio: {overhead:.2f}  scaling efficiency: {scaling:.2f}")
-
-
-def _local_run(p: FlowParams, rows: list[dict], out: Path, failed: Path) -> Summary:
-    return run_flow(p, rows, out, failed)
 
 
 @contextlib.contextmanager

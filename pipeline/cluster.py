@@ -219,8 +219,8 @@ def check_versions(ours: dict[str, str], theirs: dict[str, dict[str, str]], what
         raise ClusterError(
             f"{len(wrong)} Ray node(s) run other versions of what {what} depends on (part of "
             "every record's cache key):\n" + "\n".join(wrong) + "\n  install the versions of "
-            "requirements.lock on every node (the cluster's image: pip install -c "
-            'requirements.lock ".[cluster]")'
+            "requirements.lock on every node (in the cluster's image: pip install -r "
+            "requirements.lock)"
         )
 
 
@@ -281,7 +281,6 @@ class RayExecutor:
         """``fn(*arguments[i])`` for every ``i``, yielding ``(i, result)`` as each finishes; a
         failed task yields its exception (:func:`unwrap`). Closing the iterator cancels the
         tasks still in the air."""
-        ray = _ray()
         queued = list(range(len(arguments)))[::-1]
         running: dict = {}
         try:
@@ -290,13 +289,8 @@ class RayExecutor:
                     i = queued.pop()
                     ref = self.submit(fn, arguments[i], timeout=timeout, initializer=initializer)
                     running[ref] = i
-                (ready,), _ = ray.wait(list(running), num_returns=1)
-                i = running.pop(ready)
-                try:
-                    result = ray.get(ready)
-                except Exception as exc:  # noqa: BLE001 (handed to the caller, which records it)
-                    result = unwrap(exc)
-                yield i, result
+                ready = wait_any(running)
+                yield running.pop(ready), get(ready)
         finally:
             for ref in running:  # an error, Ctrl-C or a closed iterator: stop the rest
                 cancel(ref)

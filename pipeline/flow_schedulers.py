@@ -26,14 +26,13 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from pipeline import cluster, pools
 from pipeline.flow_compute import (
-    DecodedVideo,
     VideoFlow,
     batched_flow,
     decode_video,
@@ -85,14 +84,29 @@ class OpenCVScheduler:
 
 @dataclass
 class _Job:
-    """A decoded video waiting for the flows of its pairs."""
+    """A decoded video waiting for the flows of its pairs (both keras schedulers)."""
 
     task: VideoTask
-    video: DecodedVideo
-    left: int  # pairs still to come; -1 once the video failed
+    rgb: list[bytes]
+    grey: object  # the (F, H, W) grey frames; on Ray, the ObjectRef of them
+    size: tuple[int, int]  # (H, W)
     start: float
-    flow_x: list[bytes]
-    flow_y: list[bytes]
+    left: int = field(init=False)  # pairs still to come; -1 once the video failed
+    flow_x: list[bytes] = field(init=False)
+    flow_y: list[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.rgb) - 1
+        self.left, self.flow_x, self.flow_y = n, [b""] * n, [b""] * n
+
+    def add(self, i: int, x: bytes, y: bytes) -> VideoFlow | None:
+        """Pair ``i``'s encoded flow; the video's flows once this was its last pair."""
+        self.flow_x[i], self.flow_y[i] = x, y
+        self.left -= 1
+        if self.left:
+            return None
+        (h, w), seconds = self.size, time.perf_counter() - self.start
+        return VideoFlow(self.rgb, self.flow_x, self.flow_y, w, h, seconds)
 
 
 @dataclass
@@ -118,8 +132,8 @@ class KerasScheduler:
 
         def run_batch(size: tuple[int, int], n: int) -> Iterator[Outcome]:
             chunk, queues[size][:n] = queues[size][:n], []
-            i0 = np.stack([job.video.grey[i] for job, i in chunk])
-            i1 = np.stack([job.video.grey[i + 1] for job, i in chunk])
+            i0 = np.stack([job.grey[i] for job, i in chunk])
+            i1 = np.stack([job.grey[i + 1] for job, i in chunk])
             try:
                 flows = self.compute(i0, i1, p)
             except Exception as exc:  # noqa: BLE001 (the videos of this batch fail, not the run)
@@ -129,14 +143,8 @@ class KerasScheduler:
                         yield job.task, exc
                 return
             for (job, i), flow in zip(chunk, flows, strict=True):
-                if job.left <= 0:
-                    continue
-                job.flow_x[i], job.flow_y[i] = encode_flow(flow, p)
-                job.left -= 1
-                if job.left == 0:
-                    h, w = job.video.grey.shape[1:]
-                    seconds = time.perf_counter() - job.start
-                    yield job.task, VideoFlow(job.video.rgb, job.flow_x, job.flow_y, w, h, seconds)
+                if job.left > 0 and (done := job.add(i, *encode_flow(flow, p))):
+                    yield job.task, done
 
         def collect(done: set) -> Iterator[Outcome]:
             for future in done:
@@ -146,9 +154,8 @@ class KerasScheduler:
                 except Exception as exc:  # noqa: BLE001 (this video fails, not the run)
                     yield task, exc
                     continue
-                n = len(video.grey) - 1
-                job = _Job(task, video, n, start, [b""] * n, [b""] * n)
-                queues.setdefault(video.grey.shape[1:], []).extend((job, i) for i in range(n))
+                job = _Job(task, video.rgb, video.grey, video.grey.shape[1:], start)
+                queues.setdefault(job.size, []).extend((job, i) for i in range(job.left))
 
         with pools.spawn_pool(self.workers, init_worker) as pool:
             while pending or in_flight or any(queues.values()):
@@ -201,18 +208,6 @@ def decode_apart(path: str, expected_frames: int, p: FlowParams) -> tuple[tuple,
 
 
 @dataclass
-class _RayJob:
-    task: VideoTask
-    rgb: list[bytes]
-    grey: object  # the ObjectRef of the (F, H, W) grey frames
-    size: tuple[int, int]  # (H, W)
-    left: int
-    start: float
-    flow_x: list[bytes]
-    flow_y: list[bytes]
-
-
-@dataclass
 class RayKerasScheduler:
     """Decoding tasks on the cluster's CPUs, TV-L1 batches on ``workers`` (GPU actors); at most
     ``cluster.max_in_flight`` videos decoding or waiting for flows, two batches per actor in
@@ -229,10 +224,10 @@ class RayKerasScheduler:
         decoding: dict = {}  # ref of (rgb, size) -> (task, ref of grey, start)
         batches: dict = {}  # ref of flows -> (chunk, actor)
         busy = [0] * len(self.workers)
-        queues: dict[tuple[int, int], list[tuple[_RayJob, int]]] = {}
-        live: dict[int, _RayJob] = {}
+        queues: dict[tuple[int, int], list[tuple[_Job, int]]] = {}
+        live: dict[int, _Job] = {}
 
-        def fail(job: _RayJob, exc: BaseException) -> Iterator[Outcome]:
+        def fail(job: _Job, exc: BaseException) -> Iterator[Outcome]:
             live.pop(id(job), None)
             for size, queue in queues.items():
                 queues[size] = [(j, i) for j, i in queue if j is not job]
@@ -255,10 +250,9 @@ class RayKerasScheduler:
                 yield task, result
                 return
             rgb, size = result
-            n = len(rgb) - 1
-            job = _RayJob(task, rgb, grey, tuple(size), n, start, [b""] * n, [b""] * n)
+            job = _Job(task, rgb, grey, tuple(size), start)
             live[id(job)] = job
-            queues.setdefault(tuple(size), []).extend((job, i) for i in range(n))
+            queues.setdefault(job.size, []).extend((job, i) for i in range(job.left))
 
         def computed(ready: object) -> Iterator[Outcome]:
             chunk, k = batches.pop(ready)
@@ -276,14 +270,9 @@ class RayKerasScheduler:
                         yield from fail(job, result)
                 return
             for (job, i), (x, y) in zip(chunk, result, strict=True):
-                if job.left <= 0:
-                    continue
-                job.flow_x[i], job.flow_y[i] = x, y
-                job.left -= 1
-                if job.left == 0:
+                if job.left > 0 and (done := job.add(i, x, y)):
                     live.pop(id(job))
-                    (h, w), seconds = job.size, time.perf_counter() - job.start
-                    yield job.task, VideoFlow(job.rgb, job.flow_x, job.flow_y, w, h, seconds)
+                    yield job.task, done
 
         try:
             while pending or decoding or batches or any(queues.values()):
