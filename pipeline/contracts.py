@@ -17,6 +17,8 @@ place for its writer and its readers alike. What each file is, who writes and wh
 - ``scores/<name>.npz``: evaluate; evaluate (late).
 - ``metrics/<name>.json`` and its per-class and confusion tables: evaluate; report, DVC.
 - ``reports/summary.{md,png}``: report; for people.
+- ``models/imagenet/<backbone>.h5``: ``python -m pipeline.weights import`` (a tool, not a
+  stage) writes it from MatConvNet's file; train reads it (:func:`read_pretrained`).
 
 The raw videos and their split lists are the datasets' own formats (UCF101's, HMDB51's, a
 folder per class), read by ingest's listers; ``synthesize`` writes UCF101's.
@@ -71,6 +73,9 @@ METRICS_DIR = Path("metrics")
 LIVE_DIR = Path("dvclive")
 """Training curves (DVCLive): DVC metrics and plots, read by people and ``dvc plots``."""
 REPORTS_DIR = Path("reports")
+IMAGENET_DIR = MODELS_DIR / "imagenet"
+"""ImageNet weights converted by ``python -m pipeline.weights import`` (not a DVC output: the
+user puts them there once, like the raw videos)."""
 SPLITS = ("train", "val", "test")
 
 
@@ -453,6 +458,69 @@ def read_scores(path: str | Path) -> dict[str, np.ndarray]:
     """``video_ids``, ``labels`` and ``scores`` of :func:`write_scores`."""
     with np.load(path) as npz:
         return {key: npz[key] for key in ("video_ids", "labels", "scores")}
+
+
+PRETRAINED_FORMAT = "twostream-pretrained/1"
+
+
+def imagenet_path(backbone: str, imagenet_dir: str | Path = IMAGENET_DIR) -> Path:
+    """``models/imagenet/<backbone>.h5``: where ``train.weights: imagenet`` looks for weights
+    that Keras cannot download (VGG-M-2048)."""
+    return Path(imagenet_dir) / f"{backbone}.h5"
+
+
+def write_pretrained(path: str | Path, layers: dict[str, list[np.ndarray]], meta: dict) -> None:
+    """Pretrained weights by layer name: an HDF5 file with one group per layer (datasets ``0``,
+    ``1``, ... in Keras' ``layer.get_weights()`` order) and the JSON ``meta`` (backbone, input
+    size, channel order, mean, classes, source) as the root attribute ``twostream``. Readable
+    with h5py alone; keyed by layer names, not by Keras' object paths, so a change in how a
+    layer is wrapped does not orphan the file."""
+    import h5py
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["twostream"] = json.dumps({"format": PRETRAINED_FORMAT, **meta})
+        for name, arrays in layers.items():
+            group = f.create_group(name)
+            for i, array in enumerate(arrays):
+                group.create_dataset(str(i), data=np.asarray(array, "float32"))
+
+
+def pretrained_meta(path: str | Path) -> dict | None:
+    """The ``meta`` of a :func:`write_pretrained` file; None for any other HDF5 file (e.g. a
+    Keras weights file). A file that is not HDF5 raises :class:`PipelineError`."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            text = f.attrs.get("twostream")
+    except OSError as exc:
+        raise PipelineError(f"{path} is not an HDF5 weights file: {exc}") from exc
+    if text is None:
+        return None
+    meta = json.loads(text)
+    if meta.get("format") != PRETRAINED_FORMAT:
+        raise PipelineError(
+            f"{path} is {meta.get('format')!r} weights; this code reads {PRETRAINED_FORMAT!r}: "
+            "import the .mat again (python -m pipeline.weights import FILE.mat)"
+        )
+    return meta
+
+
+def read_pretrained(path: str | Path) -> tuple[dict[str, list[np.ndarray]], dict]:
+    """The layers and ``meta`` of a :func:`write_pretrained` file."""
+    import h5py
+
+    meta = pretrained_meta(path)
+    if meta is None:
+        raise PipelineError(f"{path} was not written by python -m pipeline.weights import")
+    with h5py.File(path, "r") as f:
+        layers = {
+            name: [f[name][str(i)][()] for i in range(len(f[name]))]
+            for name in f
+            if isinstance(f[name], h5py.Group)
+        }
+    return layers, meta
 
 
 def metrics_path(name: str, metrics_dir: str | Path = METRICS_DIR) -> Path:

@@ -43,7 +43,9 @@ from pipeline import contracts
 from pipeline.params import PARAMS_FILE, Params, PipelineError, parse_params
 
 STAGES = ("relu1", "relu2", "relu3", "relu4", "relu5", "pool5", "fc6", "fc7", "fc8")
-IMAGENET_MEAN = (123.68, 116.78, 103.94)  # RGB
+VGG16_MEAN = (123.68, 116.779, 103.939)
+"""RGB: ``keras.applications.vgg16.preprocess_input``'s (Caffe's) BGR mean, reversed."""
+FIRST_CONV = {"vgg16": "block1_conv1", "vgg_m_2048": "conv1"}
 FUSIONS = {"sum": SumFusion, "max": MaxFusion, "concat": ConcatFusion}
 
 Stage = tuple[str, Callable[[keras.KerasTensor], keras.KerasTensor]]
@@ -260,12 +262,23 @@ def _tower(stream: str, params: Params, classes: int, pool3d: bool) -> list[Stag
     return build(f"{stream}_", classes, params.model.dropout, pool3d, stream == "flow")
 
 
-def _normalise(stream: str, x: keras.KerasTensor, params: Params) -> keras.KerasTensor:
+def _normalise(
+    stream: str, x: keras.KerasTensor, params: Params, rgb: tuple | None = None
+) -> keras.KerasTensor:
+    """The tower's first layer. RGB: ``rgb`` = (mean, scale) when given (the pretrained
+    weights' or the trained RGB stream's), else ±1 for ``small`` and the VGG mean otherwise."""
     if stream == "flow":
         return FlowNormalization(name="flow_norm")(x)
-    backbone = params.model.backbone
-    mean, scale = (127.5, 1 / 127.5) if backbone == "small" else (IMAGENET_MEAN, 1.0)
-    return RGBNormalization(mean, scale, name="rgb_norm")(x)
+    if rgb is None:
+        rgb = (127.5, 1 / 127.5) if params.model.backbone == "small" else (VGG16_MEAN, 1.0)
+    return RGBNormalization(*rgb, name="rgb_norm")(x)
+
+
+def rgb_normalisation(model: keras.Model) -> tuple:
+    """(mean, scale) of a model's ``rgb_norm`` layer: what a fused net built from this RGB
+    stream must subtract."""
+    layer = model.get_layer("rgb_norm")
+    return layer.mean, layer.scale
 
 
 def _run(stages: list[Stage], x: keras.KerasTensor) -> keras.KerasTensor:
@@ -280,12 +293,13 @@ def build_stream(stream: str, params: Params, classes: int | None = None) -> ker
         raise ModelError(f"stream must be 'rgb' or 'flow'; got {stream!r}")
     classes = classes or num_classes(params)
     x = _inputs(params)[stream]
+    source = pretrained_source(stream, params)
+    rgb = (tuple(source["mean"]), 1.0) if source else None
     # 2D pooling: a stream never depends on fusion.* (pooling layers have no weights, so the
     # fused net can still pool in 3D with the stream's weights)
-    probs = _run(_tower(stream, params, classes, pool3d=False), _normalise(stream, x, params))
+    probs = _run(_tower(stream, params, classes, pool3d=False), _normalise(stream, x, params, rgb))
     model = keras.Model(x, {"prediction": probs}, name=f"{stream}_stream")
-    if params.train.weights == "imagenet":
-        load_imagenet(model, stream, params)
+    model.init_report = load_pretrained(model, stream, params, source) if source else []
     return model
 
 
@@ -336,8 +350,14 @@ def _match_sizes(a: keras.KerasTensor, m: keras.KerasTensor, layer: str) -> tupl
     return tuple(out)
 
 
-def build_fused(params: Params, classes: int | None = None) -> keras.Model:
-    """The two-stream network that ``fusion.*`` describes (see the module docstring)."""
+def build_fused(
+    params: Params, classes: int | None = None, rgb_norm: tuple | None = None
+) -> keras.Model:
+    """The two-stream network that ``fusion.*`` describes (see the module docstring).
+
+    ``rgb_norm`` is the (mean, scale) of the trained RGB stream it will be filled from
+    (:func:`rgb_normalisation`): the stream's weights only make sense after its own
+    normalisation, which :func:`init_from_streams` checks."""
     check_fusion(params)
     f = params.fusion
     classes = classes or num_classes(params)
@@ -345,7 +365,7 @@ def build_fused(params: Params, classes: int | None = None) -> keras.Model:
     pool3d = f.temporal in ("pool3d", "conv3d_pool3d")
     a_stages = _tower("rgb", params, classes, pool3d)
     m_stages = _tower("flow", params, classes, pool3d)
-    a = _normalise("rgb", inputs["rgb"], params)
+    a = _normalise("rgb", inputs["rgb"], params, rgb_norm)
     m = _normalise("flow", inputs["flow"], params)
     if f.layer == "softmax":  # late fusion: two whole towers, scores averaged
         pa, pm = _run(a_stages, a), _run(m_stages, m)
@@ -430,6 +450,12 @@ def init_from_streams(
     bilinear classifier, layers whose input size changed, e.g. after concatenation, and the
     skipped ones), which the caller should report.
     """
+    if rgb_normalisation(fused) != rgb_normalisation(rgb):
+        raise ModelError(
+            f"the fused net normalises RGB with (mean, scale) {rgb_normalisation(fused)}, the "
+            f"RGB stream it is filled from with {rgb_normalisation(rgb)}: build it with "
+            "build_fused(..., rgb_norm=rgb_normalisation(rgb_stream))"
+        )
     kept = [f"{name}: left at its initialisation (fusion.head_init: random)" for name in skip]
     return kept + _transfer(fused, [rgb, flow], skip)
 
@@ -441,35 +467,134 @@ def cross_modality_kernel(rgb_kernel: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(mean, channels, axis=-2)
 
 
-def load_imagenet(model: keras.Model, stream: str, params: Params) -> None:
-    """ImageNet weights from ``keras.applications.VGG16`` into a vgg16 tower of ``model``.
+def _backbone(stream: str, params: Params) -> str:
+    if stream == "flow":
+        return params.model.flow_backbone or params.model.backbone
+    return params.model.backbone
 
-    Keras' VGG16 expects BGR input: the first kernel's colour channels are reversed so that the
-    tower takes RGB (our RGB normalisation subtracts the same means). The flow tower's first
-    kernel is the cross-modality average. The classifier keeps its own initialisation.
-    """
-    backbone = params.model.flow_backbone if stream == "flow" else None
-    if (backbone or params.model.backbone) != "vgg16":
-        raise ModelError("train.weights: imagenet is available for the vgg16 backbone only")
-    source = keras.applications.VGG16(include_top=True, weights="imagenet")
-    names = [layer.name for layer in source.layers if layer.weights]
-    ours = {"fc1": "fc6", "fc2": "fc7"}
-    for name in names:
-        if name == "predictions":
-            continue
-        weights = source.get_layer(name).get_weights()
-        if name == "block1_conv1":
-            kernel = weights[0][:, :, ::-1, :]  # BGR -> RGB
-            if stream == "flow":
-                kernel = cross_modality_kernel(kernel, 2 * params.clip.flow_stack)
-            weights = [kernel, weights[1]]
-        target = model.get_layer(f"{stream}_{ours.get(name, name)}")
-        if name == "fc1" and tuple(target.weights[0].shape) != weights[0].shape:
+
+def pretrained_source(stream: str, params: Params) -> dict | None:
+    """What ``train.weights`` gives the ``stream`` tower: None for ``none``, else a dict with
+    ``backbone``, ``path`` (None: Keras downloads VGG-16) and ``mean`` (RGB, what the weights
+    were trained to see subtracted). Raises :class:`ModelError` naming the fix when the weights
+    cannot be had or do not fit the tower.
+
+    ``imagenet``: VGG-16 from ``keras.applications`` (downloaded on first use and cached in
+    ``~/.keras/models``), VGG-M-2048 from ``models/imagenet/vgg_m_2048.h5`` (``python -m
+    pipeline.weights import``). A path: a file written by ``pipeline.weights import``, or else a
+    Keras Applications VGG-16 weights file."""
+    weights = params.train.weights
+    if weights == "none":
+        return None
+    backbone = _backbone(stream, params)
+    if weights == "imagenet":
+        if backbone == "vgg16":
+            return {"backbone": backbone, "path": None, "mean": VGG16_MEAN}
+        if backbone != "vgg_m_2048":
             raise ModelError(
-                f"ImageNet fc6 needs 224x224 crops (7x7x512 before fc6); "
-                f"clip.crop is {params.clip.crop}"
+                f"train.weights: imagenet: ImageNet weights exist for vgg16 and vgg_m_2048; "
+                f"the {stream} tower is {backbone}: set train.weights: none"
+            )
+        path = contracts.imagenet_path(backbone)
+        if not path.exists():
+            raise ModelError(
+                f"train.weights: imagenet needs {path} for the {stream} tower ({backbone}), "
+                "which Keras cannot download: get imagenet-vgg-m-2048.mat from MatConvNet's "
+                "pretrained models (https://www.vlfeat.org/matconvnet/models/"
+                "imagenet-vgg-m-2048.mat) and run python -m pipeline.weights import "
+                "imagenet-vgg-m-2048.mat"
+            )
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise ModelError(
+                f"train.weights: {weights} is not a file (none, imagenet, or the path of a "
+                "weights file: one from python -m pipeline.weights import, or Keras' VGG-16)"
+            )
+    meta = contracts.pretrained_meta(path)
+    held = meta["backbone"] if meta else "vgg16"
+    if held != backbone:
+        what = "pipeline.weights import" if meta else "Keras (read as keras.applications.VGG16)"
+        raise ModelError(
+            f"train.weights: {path} holds {held} weights (written by {what}); the {stream} "
+            f"tower is {backbone}"
+            + (
+                ": towers of two backbones take train.weights: imagenet"
+                if params.model.flow_backbone not in (None, params.model.backbone)
+                else ""
+            )
+        )
+    return {"backbone": backbone, "path": path, "mean": tuple(meta["mean"]) if meta else VGG16_MEAN}
+
+
+def _vgg16_layers(path: Path | None) -> dict[str, list[np.ndarray]]:
+    """Keras Applications' VGG-16 by our layer names, block1_conv1 turned to take RGB."""
+    source = keras.applications.VGG16(
+        include_top=True, weights="imagenet" if path is None else str(path)
+    )
+    ours = {"fc1": "fc6", "fc2": "fc7", "predictions": "fc8"}
+    layers = {
+        ours.get(layer.name, layer.name): layer.get_weights()
+        for layer in source.layers
+        if layer.weights
+    }
+    kernel, bias = layers["block1_conv1"]
+    layers["block1_conv1"] = [kernel[:, :, ::-1, :], bias]  # Keras' VGG16 takes BGR
+    return layers
+
+
+def load_pretrained(model: keras.Model, stream: str, params: Params, source: dict) -> list[str]:
+    """Fill the ``stream`` tower of ``model`` from ``source`` (:func:`pretrained_source`); the
+    flow tower's first kernel is the cross-modality average (the RGB kernel's mean over
+    colour, repeated over the 2L flow channels); fc8 keeps its own initialisation (ImageNet's
+    classes are not ours). Returns the lines to report."""
+    backbone, path = source["backbone"], source["path"]
+    where = path or "keras.applications (cached in ~/.keras/models)"
+    if path is not None and contracts.pretrained_meta(path):
+        layers, meta = contracts.read_pretrained(path)
+        size = "×".join(str(n) for n in meta["input_size"])
+        where = f"{path} (from {meta['source']}, SHA-256 {meta['source_sha256'][:16]}…)"
+    else:
+        layers, size = _vgg16_layers(path), "224×224"
+    filled = []
+    for name, weights in layers.items():
+        if name == "fc8":
+            continue
+        if name == FIRST_CONV[backbone] and stream == "flow":
+            weights = [cross_modality_kernel(weights[0], 2 * params.clip.flow_stack), weights[1]]
+        target = model.get_layer(f"{stream}_{name}")
+        want = [tuple(w.shape) for w in target.weights]
+        if want != [tuple(w.shape) for w in weights]:
+            raise ModelError(
+                f"train.weights: {name} of the ImageNet {backbone} weights has shapes "
+                f"{[tuple(w.shape) for w in weights]}, the {stream} tower's {want}: the "
+                f"weights were trained on {size} crops; set clip.crop to that"
             )
         target.set_weights(weights)
+        filled.append(name)
+    lines = [f"ImageNet {backbone} weights from {where}: {', '.join(filled)}"]
+    if stream == "flow":
+        lines.append(
+            f"{FIRST_CONV[backbone]}: cross-modality init (the RGB kernel's mean over colour, "
+            f"repeated over {2 * params.clip.flow_stack} flow channels)"
+        )
+    lines.append("fc8: left at its initialisation (ImageNet's classes are not these)")
+    return lines
+
+
+def imagenet_network(
+    backbone: str, size: tuple[int, int], classes: int, mean: tuple | list
+) -> keras.Model:
+    """A single-image ImageNet classifier with the ``rgb`` tower of ``backbone``: ``(B, H, W,
+    3)`` RGB in 0–255 to fc8's class scores before the softmax. Its layers are the stream's
+    (``rgb_conv1`` …), so weights move between the two by name (``pipeline.weights``)."""
+    images = keras.Input((*size, 3), name="image")
+    x = keras.layers.Reshape((1, *size, 3), name="one_snippet")(images)
+    x = RGBNormalization(tuple(mean), 1.0, name="rgb_norm")(x)
+    stages = BACKBONES[backbone]("rgb_", classes, 0.0, False, False)
+    full = keras.Model(images, _run(stages, x))
+    logits = keras.layers.Reshape((classes,), name="logits")(full.get_layer("rgb_fc8").output)
+    return keras.Model(images, logits, name=f"imagenet_{backbone}")
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

@@ -346,7 +346,7 @@ class TrainParams(_Section, name="train"):
     """``train``: how the networks are trained (the streams; the fusion stage takes its epochs
     and learning rate from ``fusion``)."""
 
-    weights: str = field(metadata=_one_of("none", "imagenet"))
+    weights: str  # none | imagenet | the path of an .h5 weights file (README: ImageNet weights)
     optimizer: str = field(metadata=_one_of("adam", "sgd"))
     epochs: int = field(metadata=_between(1, 100_000))
     batch_size: int = field(metadata=_between(1, 1_000_000))
@@ -362,6 +362,11 @@ class TrainParams(_Section, name="train"):
     seed: int = field(metadata=_between(0, 2**31 - 1))
 
     def _check(self) -> list[str]:
+        if self.weights not in ("none", "imagenet") and not self.weights.endswith(".h5"):
+            return [
+                f"train.weights: got {self.weights!r}; allowed: none, imagenet, or the path of "
+                "an .h5 weights file (from python -m pipeline.weights import, or Keras' VGG-16)"
+            ]
         if any(e < 1 for e in self.lr_decay_epochs):
             return [
                 f"train.lr_decay_epochs: got {self.lr_decay_epochs}; allowed: epochs >= 1 "

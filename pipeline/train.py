@@ -45,7 +45,14 @@ import tensorflow as tf
 from pipeline import contracts
 from pipeline.contracts import LIVE_DIR, MODELS_DIR, SHARDS_DIR, count_videos
 from pipeline.dataset import clip_dataset
-from pipeline.model import build_fused, build_stream, count_params, init_from_streams, num_classes
+from pipeline.model import (
+    build_fused,
+    build_stream,
+    count_params,
+    init_from_streams,
+    num_classes,
+    rgb_normalisation,
+)
 from pipeline.params import Params, PipelineError, load_params, unrecorded
 
 STREAMS = ("rgb", "flow", "fusion")
@@ -115,7 +122,8 @@ def stage_settings(stream: str, params: Params) -> dict:
 def build_model(stream: str, params: Params, classes: int, models_dir: Path = MODELS_DIR) -> tuple:
     """The model a stage trains, and the lines to report about its initialisation."""
     if stream != "fusion":
-        return build_stream(stream, params, classes), []
+        model = build_stream(stream, params, classes)
+        return model, model.init_report
     streams = {}
     for name in ("rgb", "flow"):
         path = contracts.model_path(name, models_dir)
@@ -124,7 +132,7 @@ def build_model(stream: str, params: Params, classes: int, models_dir: Path = MO
                 f"{path} not found: train the {name} stream first (dvc repro train_{name})"
             )
         streams[name] = keras.saving.load_model(path, compile=False)
-    fused = build_fused(params, classes)
+    fused = build_fused(params, classes, rgb_normalisation(streams["rgb"]))
     skip = tuple(fused.appearance_above) if params.fusion.head_init == "random" else ()
     unfilled = init_from_streams(fused, streams["rgb"], streams["flow"], skip)
     return fused, [f"not from the streams: {line}" for line in unfilled]

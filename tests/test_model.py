@@ -284,7 +284,7 @@ def test_vgg16_taps_cross_modality_init_and_mixed_towers(raw_params):
         build_fused(_params(raw_params, method="sum", layer="relu1"))
     raw_params["model"].update(backbone="small", flow_backbone=None)
     raw_params["train"]["weights"] = "imagenet"
-    with pytest.raises(ModelError, match="imagenet is available for the vgg16 backbone only"):
+    with pytest.raises(ModelError, match="ImageNet weights exist for vgg16 and vgg_m_2048"):
         build_stream("rgb", parse_params(raw_params))
 
 

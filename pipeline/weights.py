@@ -1,0 +1,500 @@
+"""ImageNet weights from MatConvNet's ``.mat`` files, for the ``vgg_m_2048`` backbone.
+
+``python -m pipeline.weights import imagenet-vgg-m-2048.mat [--out PATH]`` converts
+MatConvNet's simplenn model (``imagenet-vgg-m-2048.mat`` from its pretrained-models page) into
+``models/imagenet/vgg_m_2048.h5``, which ``train.weights: imagenet`` (or the file's path) loads
+into the VGG-M-2048 towers. ``python -m pipeline.weights classify FILE.h5 IMAGE ...`` prints
+the top-5 ImageNet classes of photos, to see an import work on real pictures.
+
+What MatConvNet's files hold and how it maps onto Keras (``vlfeat/matconvnet``: ``vl_simplenn``,
+``vl_nnconv``, ``vl_nnpool``, ``vl_nnnormalize``, ``utils/import-caffe.py``):
+
+- **Two layouts circulate.** Newer files: ``layers{i}.weights = {filters, biases}`` and
+  ``meta.normalization`` / ``meta.classes``; older ones: ``layers{i}.filters`` /
+  ``layers{i}.biases`` and top-level ``normalization`` / ``classes`` (what
+  ``vl_simplenn_tidy`` upgrades). MATLAB v5/v7 files are read with ``scipy.io.loadmat``,
+  v7.3 (HDF5) files with ``h5py``. DagNN files (``vars``, ``params``) are refused.
+- **Filters** are ``H × W × in × out`` and ``vl_nnconv`` is a cross-correlation, as Keras'
+  ``Conv2D``: kernels are copied unchanged; biases are flattened (1 × N or N × 1).
+- **Padding** is ``pad = [top bottom left right]`` (or one number for all four). A convolution's
+  must be the symmetric zero padding the backbone applies. MatConvNet pools round down and
+  imports from Caffe emulate Caffe's round-up with extra bottom/right padding, which
+  ``vl_nnpool`` leaves out of the max; the backbone rounds up by zero-padding bottom and right.
+  Both start their windows at 0, so they are the same windows when the top and left pads are 0
+  and the output sizes agree (checked layer by layer at the file's input size); the inputs are
+  ReLU or LRN outputs, never negative, so zeros never win a max.
+- **LRN** ``param = [N κ α β]``: ``y = x / (κ + α·Σ x²)^β`` over the N channels around each
+  one, α *not* divided by N (Caffe's α is N times it). That is
+  ``LocalResponseNormalization(depth_radius=(N - 1)/2, bias=κ, alpha=α, beta=β)``, which must
+  equal the backbone's layer (VGG-M: ``[5 2 2e-5 0.75]``); even N has a lopsided window and is
+  refused.
+- **fc6, fc7, fc8** are convolutions whose filters cover their whole input map: fc6's
+  ``h × w × 512 × 4096`` becomes the ``Dense`` kernel ``(h·w·512, 4096)`` (row-major, as
+  ``Flatten`` orders an ``H × W × C`` map), fc7's and fc8's ``1 × 1 × in × out`` ``(in, out)``.
+- **Input**: RGB in 0–255 minus ``normalization.averageImage``: a per-channel mean, or a whole
+  average image (what ``imagenet-vgg-m-2048.mat`` has, from VGG's ``mean.mat``) which is
+  reduced to its per-channel mean, because crops and flips move over it; the import says how
+  far the image is from its mean. The mean travels in the converted file, and the tower's
+  ``RGBNormalization`` takes it from there: no setting can disagree with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import contracts
+from pipeline.params import PipelineError
+
+BACKBONE = "vgg_m_2048"
+MATCONVNET_URL = "https://www.vlfeat.org/matconvnet/models/imagenet-vgg-m-2048.mat"
+MATCONVNET_MD5 = "087ec812e0a09980bd934e2e7ba157f6"
+"""imagenet-vgg-m-2048.mat's MD5 as MatConvNet's pretrained-models page lists it."""
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+class WeightsError(PipelineError):
+    """A file that cannot be converted; the message says what differs."""
+
+
+# ---- reading .mat files into plain Python (dict, list, str, ndarray) -----------------------
+
+
+def _plain_v5(value: object) -> object:
+    """``scipy.io.loadmat(squeeze_me=False, struct_as_record=False)`` values, made plain."""
+    from scipy.io.matlab import mat_struct
+
+    if isinstance(value, mat_struct):
+        return {k: _plain_v5(getattr(value, k)) for k in value._fieldnames}
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:  # a cell array (or a struct array): a flat list
+            items = [_plain_v5(v) for v in value.ravel(order="F")]
+            return items[0] if value.size == 1 and isinstance(items[0], dict) else items
+        if value.dtype.kind == "U":
+            return "".join(value.ravel().tolist())
+    return value
+
+
+def _plain_v73(f: object, node: object) -> object:
+    """A MATLAB v7.3 (HDF5) value, made plain. MATLAB writes arrays transposed (column-major),
+    chars as uint16, cells as datasets of object references, structs as groups."""
+    import h5py
+
+    if isinstance(node, h5py.Group):
+        return {k: _plain_v73(f, node[k]) for k in node if not k.startswith("#")}
+    kind = node.attrs.get("MATLAB_class", b"")
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    if node.attrs.get("MATLAB_empty", 0):
+        return np.zeros((0,))
+    data = node[()]
+    if kind == "cell":  # the stored (transposed) array's C order is MATLAB's column order
+        return [_plain_v73(f, f[ref]) for ref in np.asarray(data).ravel()]
+    if kind == "char":
+        return "".join(chr(c) for c in np.asarray(data).ravel())
+    return np.asarray(data).T
+
+
+def load_mat(path: str | Path) -> dict:
+    """The variables of a MATLAB file (v5/v7 or v7.3) as plain Python values."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(520)
+    except OSError as exc:
+        raise WeightsError(f"cannot read {path}: {exc}") from exc
+    if head[512:520] == HDF5_SIGNATURE or head[:8] == HDF5_SIGNATURE:  # v7.3: HDF5, 512-byte header
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return {k: _plain_v73(f, f[k]) for k in f if not k.startswith("#")}
+    import scipy.io
+
+    try:
+        raw = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=False)
+    except Exception as exc:  # scipy raises ValueError, TypeError, ... for what is not a .mat
+        raise WeightsError(f"{path} is not a MATLAB .mat file scipy can read: {exc}") from exc
+    return {k: _plain_v5(v) for k, v in raw.items() if not k.startswith("__")}
+
+
+# ---- the simplenn model ----------------------------------------------------------------------
+
+
+def _numbers(value: object, n: int, what: str) -> list[float]:
+    """A MatConvNet option of 1 or ``n`` numbers (``pad``: 1 or 4, ``stride``: 1 or 2)."""
+    v = np.asarray(value, "float64").ravel()
+    if v.size == 1:
+        return [float(v[0])] * n
+    if v.size != n:
+        raise WeightsError(f"{what}: {v.size} values ({v.tolist()}); MatConvNet takes 1 or {n}")
+    return [float(x) for x in v]
+
+
+def simplenn_layers(net: dict, source: str) -> list[dict]:
+    """``net.layers`` of a simplenn model as dicts: ``name``, ``type``, and for conv
+    ``filters`` (H, W, in, out) / ``biases`` / ``stride`` [y x] / ``pad`` [t b l r], for pool
+    ``method`` / ``pool`` [h w] / ``stride`` / ``pad``, for LRN ``param`` [N κ α β]."""
+    if "params" in net or "vars" in net:
+        raise WeightsError(
+            f"{source} is a DagNN model (it has {'params' if 'params' in net else 'vars'}); "
+            "this imports simplenn models, as imagenet-vgg-m-2048.mat is"
+        )
+    if not isinstance(net.get("layers"), list) or not net["layers"]:
+        raise WeightsError(f"{source} has no simplenn 'layers' cell array (variables: {list(net)})")
+    out = []
+    for i, layer in enumerate(net["layers"], 1):
+        if not isinstance(layer, dict) or "type" not in layer:
+            raise WeightsError(f"{source}: layer {i} is not a struct with a 'type'")
+        name = layer.get("name") or f"layer{i}"
+        kind = {"normalize": "lrn"}.get(layer["type"], layer["type"])
+        item = {"name": name, "type": kind}
+        where = f"{source}: layer {name}"
+        if kind == "conv":
+            if "weights" in layer:  # {filters, biases}
+                parts = layer["weights"] if isinstance(layer["weights"], list) else []
+                if len(parts) != 2:
+                    raise WeightsError(f"{where}: weights has {len(parts)} arrays, not 2")
+                filters, biases = parts
+            elif "filters" in layer:  # the older layout
+                filters, biases = layer["filters"], layer.get("biases", np.zeros(0))
+            else:
+                raise WeightsError(f"{where}: a conv layer with neither weights nor filters")
+            filters = np.asarray(filters, "float32")
+            filters = filters.reshape(filters.shape + (1,) * (4 - filters.ndim))  # MATLAB drops
+            item.update(  # trailing singleton dimensions
+                filters=filters,
+                biases=np.asarray(biases, "float32").ravel(),
+                stride=_numbers(layer.get("stride", 1), 2, f"{where}: stride"),
+                pad=_numbers(layer.get("pad", 0), 4, f"{where}: pad"),
+            )
+        elif kind == "pool":
+            item.update(
+                method=layer.get("method") or "max",
+                pool=_numbers(layer.get("pool", 1), 2, f"{where}: pool"),
+                stride=_numbers(layer.get("stride", 1), 2, f"{where}: stride"),
+                pad=_numbers(layer.get("pad", 0), 4, f"{where}: pad"),
+            )
+        elif kind == "relu":
+            leak = np.asarray(layer.get("leak", 0.0), "float64").ravel()  # may be [] (none)
+            item["leak"] = float(leak[0]) if leak.size else 0.0
+        elif kind == "lrn":
+            item["param"] = [float(x) for x in np.asarray(layer.get("param"), "float64").ravel()]
+            if len(item["param"]) != 4:
+                raise WeightsError(f"{where}: LRN param {item['param']}; expected [N κ α β]")
+        out.append(item)
+    return out
+
+
+def normalization(net: dict, source: str) -> tuple[dict, dict, str]:
+    """(normalization, classes, which layout) from ``meta.*`` or the older top-level fields."""
+    if isinstance(net.get("meta"), dict) and "normalization" in net["meta"]:
+        meta = net["meta"]
+        return meta["normalization"], meta.get("classes") or {}, "meta.normalization"
+    if isinstance(net.get("normalization"), dict):
+        return net["normalization"], net.get("classes") or {}, "normalization (older layout)"
+    raise WeightsError(
+        f"{source} has neither meta.normalization nor normalization: without the input size "
+        "and mean the weights cannot be used right"
+    )
+
+
+def channel_mean(average: object) -> tuple[list[float], str]:
+    """The per-channel mean (RGB, 0–255) of ``averageImage``, and a line saying what it was."""
+    a = np.asarray(average, "float64")
+    if a.size == 3:
+        return [float(v) for v in a.ravel()], "averageImage: a per-channel mean"
+    if a.ndim == 3 and a.shape[-1] == 3:
+        mean = a.mean(axis=(0, 1))
+        spread = float(np.abs(a - mean).max())
+        return [float(v) for v in mean], (
+            f"averageImage: a {a.shape[0]}×{a.shape[1]}×3 image, reduced to its per-channel "
+            f"mean (crops and flips move over it); it is at most {spread:.1f} levels from it"
+        )
+    raise WeightsError(f"averageImage has shape {a.shape}; expected 3 values or an H×W×3 image")
+
+
+# ---- checking against the backbone and converting --------------------------------------------
+
+
+def _backbone_spec(net: object) -> list[dict]:
+    """What the Keras backbone ``net`` (from :func:`pipeline.model.imagenet_network`) expects,
+    in MatConvNet's terms: one dict per layer, ReLUs as their own layers as MatConvNet has
+    them."""
+    import keras
+
+    from layers import LocalResponseNormalization
+
+    spec, pad = [], (0, 0, 0, 0)
+    for layer in net.layers:
+        inner = getattr(layer, "layer", layer)
+        name = layer.name.removeprefix("rgb_")
+        out_hw = tuple(layer.output.shape[-3:-1]) if len(layer.output.shape) >= 4 else None
+        if isinstance(inner, keras.layers.ZeroPadding2D):
+            (t, b), (left, r) = inner.padding
+            pad = (t, b, left, r)
+            continue
+        if isinstance(inner, keras.layers.Conv2D | keras.layers.Dense):
+            conv = isinstance(inner, keras.layers.Conv2D)
+            kernel = tuple(inner.kernel.shape)
+            spec.append(
+                {
+                    "name": name,
+                    "type": "conv",
+                    "kernel": kernel,
+                    "stride": list(inner.strides) if conv else [1, 1],
+                    "pad": list(pad) if conv else [0, 0, 0, 0],
+                }
+            )
+            if inner.activation is keras.activations.relu:
+                spec.append({"name": re.sub(r"^\D+", "relu", name), "type": "relu"})
+        elif isinstance(inner, LocalResponseNormalization):
+            r = inner.depth_radius
+            spec.append(
+                {
+                    "name": name,
+                    "type": "lrn",
+                    "param": [2 * r + 1, inner.bias, inner.alpha, inner.beta],
+                }
+            )
+        elif isinstance(inner, keras.layers.MaxPooling2D):
+            spec.append(
+                {
+                    "name": name,
+                    "type": "pool",
+                    "pool": list(inner.pool_size),
+                    "stride": list(inner.strides),
+                    "out": out_hw,
+                }
+            )
+        pad = (0, 0, 0, 0)
+    return spec
+
+
+def _shape(shape: tuple) -> str:
+    return "×".join(str(int(n)) for n in shape)
+
+
+def _out(size: tuple[float, float], k: list, stride: list, pad: list) -> tuple[int, int]:
+    """MatConvNet's output size (conv and pool alike): floor((n + pads - k) / stride) + 1."""
+    return (
+        int((size[0] + pad[0] + pad[1] - k[0]) // stride[0]) + 1,
+        int((size[1] + pad[2] + pad[3] - k[1]) // stride[1]) + 1,
+    )
+
+
+def check_and_convert(
+    layers: list[dict], spec: list[dict], input_size: tuple[int, int], source: str
+) -> dict[str, list[np.ndarray]]:
+    """The backbone's weights from MatConvNet ``layers``, by our layer names (``conv1`` …
+    ``fc8``). Raises :class:`WeightsError` listing every difference from ``spec``."""
+    kept = [layer for layer in layers if layer["type"] not in ("dropout", "softmax", "softmaxloss")]
+    got = [(layer["name"], layer["type"]) for layer in kept]
+    want = [(s["name"], s["type"]) for s in spec]
+    if got != want:
+        i = next(
+            (i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
+            min(len(got), len(want)),
+        )
+
+        def say(x: list, i: int) -> str:
+            return f"{x[i][0]} ({x[i][1]})" if i < len(x) else "nothing"
+
+        raise WeightsError(
+            f"{source} is not {BACKBONE}: layer {i + 1} is {say(got, i)} in the file, "
+            f"{say(want, i)} in {BACKBONE}.\n  file:     {' '.join(n for n, _ in got)}\n"
+            f"  expected: {' '.join(n for n, _ in want)}"
+        )
+    problems, converted, size = [], {}, (float(input_size[0]), float(input_size[1]))
+    for layer, s in zip(kept, spec, strict=True):
+        name = layer["name"]
+        if layer["type"] == "conv":
+            f, b = layer["filters"], layer["biases"]
+            out = _out(size, list(f.shape[:2]), layer["stride"], layer["pad"])
+            if len(s["kernel"]) == 2:  # Dense: an fc layer, a conv over its whole input map
+                if out != (1, 1):
+                    problems.append(
+                        f"{name}: its {_shape(f.shape[:2])} filters leave a {_shape(out)} map of "
+                        f"the {_shape(size)} input; an fc layer covers it all"
+                    )
+                kernel = f.reshape(-1, f.shape[-1])
+            else:
+                kernel = f
+                for key in ("stride", "pad"):
+                    if [int(v) for v in layer[key]] != [int(v) for v in s[key]]:
+                        problems.append(
+                            f"{name}: {key} {layer[key]} in the file, {s[key]} in {BACKBONE}"
+                        )
+            if kernel.shape != s["kernel"]:
+                problems.append(
+                    f"{name}: filters {_shape(f.shape)} in the file; {BACKBONE} needs "
+                    f"{_shape(s['kernel'])}"
+                    + (" (as a Dense kernel)" if len(s["kernel"]) == 2 else "")
+                )
+            if b.shape != (f.shape[-1],):
+                problems.append(f"{name}: {b.size} biases for {f.shape[-1]} filters")
+            converted[name] = [kernel, b]
+            size = out
+        elif layer["type"] == "pool":
+            if layer["method"] != "max":
+                problems.append(f"{name}: {layer['method']} pooling; {BACKBONE} max-pools")
+            if layer["pool"] != s["pool"] or layer["stride"] != s["stride"]:
+                problems.append(
+                    f"{name}: pool {layer['pool']} stride {layer['stride']} in the file, pool "
+                    f"{s['pool']} stride {s['stride']} in {BACKBONE}"
+                )
+            out = _out(size, layer["pool"], layer["stride"], layer["pad"])
+            top_left = (layer["pad"][0], layer["pad"][2])
+            if top_left != (0, 0) or out != s["out"]:
+                problems.append(
+                    f"{name}: pad {layer['pad']} gives {_shape(out)} from {_shape(size)}; "
+                    f"{BACKBONE} pools to {_shape(s['out'])} with windows from the top left "
+                    "(pad [0 b 0 r])"
+                )
+            size = out
+        elif layer["type"] == "relu" and layer["leak"] != 0:
+            problems.append(f"{name}: a leaky ReLU (leak {layer['leak']:g}); {BACKBONE}'s are not")
+        elif layer["type"] == "lrn":
+            n = layer["param"][0]
+            if n % 2 == 0:
+                problems.append(f"{name}: LRN over N = {n:g} channels: an even window is lopsided")
+            if not np.allclose(layer["param"], s["param"], rtol=1e-5, atol=0):
+                problems.append(
+                    f"{name}: LRN [N κ α β] = {[float(f'{v:.6g}') for v in layer['param']]} in the "
+                    f"file (MatConvNet's α, not divided by N); {BACKBONE} has "
+                    f"{[float(f'{v:.6g}') for v in s['param']]}"
+                )
+    if problems:
+        raise WeightsError(f"{source} does not fit {BACKBONE}:\n  " + "\n  ".join(problems))
+    return converted
+
+
+def digests(path: str | Path) -> tuple[str, str]:
+    """(SHA-256, MD5) of a file."""
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+            md5.update(block)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def import_matconvnet(path: str | Path, out: str | Path) -> list[str]:
+    """Convert MatConvNet's ``imagenet-vgg-m-2048.mat`` (or a file in its layout) to ``out``
+    (:func:`pipeline.contracts.write_pretrained`); returns the lines to print."""
+    from pipeline.model import count_params, imagenet_network
+
+    path = Path(path)
+    tree = load_mat(path)
+    net = tree["net"] if set(tree) == {"net"} and isinstance(tree["net"], dict) else tree
+    layers = simplenn_layers(net, str(path))
+    norm, classes, layout = normalization(net, str(path))
+    size = [int(v) for v in np.asarray(norm.get("imageSize", []), "float64").ravel()[:2]]
+    if len(size) != 2:
+        raise WeightsError(f"{path}: normalization.imageSize is {norm.get('imageSize')!r}")
+    mean, mean_note = channel_mean(norm.get("averageImage"))
+    convs = [layer for layer in layers if layer["type"] == "conv"]
+    n_classes = convs[-1]["filters"].shape[-1] if convs else 0
+    names = classes.get("name", []) if isinstance(classes, dict) else []
+    names = [names] if isinstance(names, str) else [str(n) for n in names]
+    descriptions = classes.get("description", []) if isinstance(classes, dict) else []
+    descriptions = (
+        [descriptions] if isinstance(descriptions, str) else [str(d) for d in descriptions]
+    )
+    sha, md5 = digests(path)
+    network = imagenet_network(BACKBONE, tuple(size), n_classes, mean)
+    converted = check_and_convert(layers, _backbone_spec(network), tuple(size), str(path))
+    meta = {
+        "backbone": BACKBONE,
+        "input_size": size,
+        "channels": "RGB",
+        "mean": mean,
+        "classes": names,
+        "descriptions": descriptions,
+        "source": path.name,
+        "source_sha256": sha,
+        "source_layout": layout,
+        "mean_note": mean_note,
+    }
+    for name, arrays in converted.items():
+        network.get_layer(f"rgb_{name}").set_weights(arrays)  # Keras checks the shapes again
+    contracts.write_pretrained(out, converted, meta)
+    total = count_params(network)
+    origin = (
+        "MatConvNet's published imagenet-vgg-m-2048.mat"
+        if md5 == MATCONVNET_MD5
+        else f"not the MD5 MatConvNet lists ({MATCONVNET_MD5}): another or a re-saved file, "
+        "its layers checked all the same"
+    )
+    return [
+        f"read {path} ({layout}; {len(layers)} layers; MD5 {md5}: {origin})",
+        f"converted {len(converted)} layers with weights: {', '.join(converted)}; "
+        f"{total:,} parameters",
+        f"input {size[0]}×{size[1]} RGB, mean ({', '.join(f'{m:.2f}' for m in mean)}); "
+        + mean_note,
+        f"{n_classes} classes" + (f" ({descriptions[0]!r}, ...)" if descriptions else ""),
+        f"wrote {out}: train.weights: imagenet loads it from {contracts.imagenet_path(BACKBONE)}"
+        if Path(out) == contracts.imagenet_path(BACKBONE)
+        else f"wrote {out}: set train.weights: {out}",
+    ]
+
+
+def classify(path: str | Path, images: list[str], top: int = 5) -> list[str]:
+    """Top classes of each image under the converted weights at ``path`` (images resized to
+    the input size, as MatConvNet's examples do)."""
+    import cv2
+
+    from pipeline.model import imagenet_network
+
+    layers, meta = contracts.read_pretrained(path)
+    h, w = meta["input_size"]
+    net = imagenet_network(meta["backbone"], (h, w), layers["fc8"][1].size, meta["mean"])
+    for name, arrays in layers.items():
+        net.get_layer(f"rgb_{name}").set_weights(arrays)
+    lines = []
+    names = meta["descriptions"] or meta["classes"]
+    for image in images:
+        bgr = cv2.imread(image, cv2.IMREAD_COLOR)
+        if bgr is None:
+            lines.append(f"{image}: not an image OpenCV can read")
+            continue
+        rgb = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR)[..., ::-1]
+        logits = np.asarray(net.predict(rgb[None].astype("float32"), verbose=0))[0]
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        best = np.argsort(-p)[:top]
+        labels = [names[i] if i < len(names) else f"class {i}" for i in best]
+        lines.append(
+            f"{image}: "
+            + "; ".join(f"{lab} {p[i]:.3f}" for lab, i in zip(labels, best, strict=True))
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.weights", description="ImageNet weights from MatConvNet."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    imp = sub.add_parser("import", help=f"convert MatConvNet's {BACKBONE} .mat")
+    imp.add_argument("mat", help=f"imagenet-vgg-m-2048.mat (from {MATCONVNET_URL})")
+    imp.add_argument("--out", default=str(contracts.imagenet_path(BACKBONE)))
+    cls = sub.add_parser("classify", help="top-5 ImageNet classes of photos under an import")
+    cls.add_argument("weights", help="a file written by import")
+    cls.add_argument("images", nargs="+")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "import":
+            lines = import_matconvnet(args.mat, args.out)
+        else:
+            lines = classify(args.weights, args.images)
+    except PipelineError as exc:
+        sys.exit(f"weights: {exc}")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

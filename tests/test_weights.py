@@ -1,0 +1,527 @@
+"""ImageNet initialisation, offline: MatConvNet's VGG-M-2048 files (written here with
+scipy.io.savemat in its simplenn layouts, random weights, 96×96 input) imported and checked
+against a NumPy forward pass written from MatConvNet's definitions; VGG-16 from a Keras
+Applications weights file; cross-modality init; the README's Table 4 line."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+
+import keras
+import numpy as np
+import pytest
+import scipy.io
+
+from pipeline import contracts, weights
+from pipeline.model import (
+    ModelError,
+    build_fused,
+    build_stream,
+    init_from_streams,
+    pretrained_source,
+    rgb_normalisation,
+)
+from pipeline.params import ParamsError, parse_params
+
+from .conftest import ROOT
+
+SIZE, CLASSES = 96, 10  # pool5 is 2×2 at 96²: fc6's flattening order is tested
+MEAN = (121.5, 113.25, 99.75)
+
+
+# ---- MatConvNet's model, written as MatConvNet lays it out --------------------------------
+
+
+def _vgg_m_layers(seed: int = 0) -> list[dict]:
+    """VGG-M-2048 as utils/import-caffe.py leaves it (HEAD): convs with pads, pools with
+    [0 1 0 1] (Caffe's round-up), LRN [5 2 1e-4/5 0.75], fc layers as convolutions."""
+    rng = np.random.default_rng(seed)
+
+    def conv(name, k, cin, cout, stride, pad):
+        std = np.sqrt(2.0 / (k * k * cin))
+        f = rng.normal(0, std, (k, k, cin, cout)).astype("float32")
+        b = rng.normal(0, 0.1, (cout,)).astype("float32")
+        return {"name": name, "type": "conv", "f": f, "b": b, "stride": stride, "pad": pad}
+
+    def relu(n):
+        return {"name": f"relu{n}", "type": "relu"}
+
+    def pool(name):
+        return {"name": name, "type": "pool", "method": "max", "pool": [3, 3], "stride": 2,
+                "pad": [0, 1, 0, 1]}  # fmt: skip
+
+    def norm(name):
+        return {"name": name, "type": "lrn", "param": [5, 2, 1e-4 / 5, 0.75]}
+
+    return [
+        conv("conv1", 7, 3, 96, 2, 0), relu(1), norm("norm1"), pool("pool1"),
+        conv("conv2", 5, 96, 256, 2, 1), relu(2), norm("norm2"), pool("pool2"),
+        conv("conv3", 3, 256, 512, 1, 1), relu(3),
+        conv("conv4", 3, 512, 512, 1, 1), relu(4),
+        conv("conv5", 3, 512, 512, 1, 1), relu(5), pool("pool5"),
+        conv("fc6", 2, 512, 4096, 1, 0), relu(6),
+        conv("fc7", 1, 4096, 2048, 1, 0), relu(7),
+        conv("fc8", 1, 2048, CLASSES, 1, 0),
+        {"name": "prob", "type": "softmax"},
+    ]  # fmt: skip
+
+
+def _cell(items) -> np.ndarray:
+    cell = np.empty((1, len(items)), dtype=object)
+    for i, item in enumerate(items):
+        cell[0, i] = item
+    return cell
+
+
+def mat_content(layers, layout="meta", average=MEAN) -> dict:
+    """A simplenn model's variables: ``meta`` (newer: weights = {filters, biases}, biases N×1,
+    type 'lrn', meta.normalization) or ``old`` (filters/biases fields, biases 1×N, type
+    'normalize', top-level normalization and classes, dropout layers as in training files)."""
+    mat_layers = []
+    for layer in layers:
+        d = {k: v for k, v in layer.items() if k not in ("f", "b")}
+        if layer["type"] == "conv":
+            if layout == "meta":
+                d["weights"] = _cell([layer["f"], layer["b"].reshape(-1, 1)])
+            else:
+                d["filters"], d["biases"] = layer["f"], layer["b"].reshape(1, -1)
+        if layout == "old" and layer["type"] == "lrn":
+            d["type"] = "normalize"
+        mat_layers.append(d)
+        if layout == "old" and layer["name"] in ("relu6", "relu7"):
+            mat_layers.append({"name": f"dropout{layer['name'][-1]}", "type": "dropout",
+                               "rate": 0.5})  # fmt: skip
+    average = np.asarray(average, "float32")
+    normalization = {
+        "imageSize": np.array([SIZE, SIZE, 3], "float64"),
+        "averageImage": average if average.ndim == 3 else average.reshape(1, 1, 3),
+        "interpolation": "bilinear",
+        "keepAspect": True,
+    }
+    classes = {
+        "name": _cell([f"n{i:08d}" for i in range(CLASSES)]),
+        "description": _cell([f"thing {i}" for i in range(CLASSES)]),
+    }
+    if layout == "meta":
+        return {"layers": _cell(mat_layers), "meta": {"normalization": normalization,
+                                                       "classes": classes}}  # fmt: skip
+    return {"layers": _cell(mat_layers), "normalization": normalization, "classes": classes}
+
+
+def write_mat(path, layers, layout="meta", average=MEAN) -> None:
+    scipy.io.savemat(path, mat_content(layers, layout, average), oned_as="column")
+
+
+def write_mat73(path, content: dict) -> None:
+    """What MATLAB's ``save -v7.3`` writes: HDF5 after a 512-byte header; arrays transposed
+    (MATLAB is column-major), attribute MATLAB_class on each; chars as uint16; structs as
+    groups; cells as arrays of object references into the group ``#refs#``."""
+    import itertools
+
+    import h5py
+
+    names = itertools.count()
+    with h5py.File(path, "w", userblock_size=512) as f:
+        refs = f.create_group("#refs#")
+
+        def put(parent, name, value):
+            if isinstance(value, dict):
+                group = parent.create_group(name)
+                group.attrs["MATLAB_class"] = np.bytes_("struct")
+                for key, item in value.items():
+                    put(group, key, item)
+                return
+            if isinstance(value, np.ndarray) and value.dtype == object:
+                items = []
+                for item in value.ravel(order="F"):
+                    key = f"r{next(names)}"
+                    put(refs, key, item)
+                    items.append(refs[key].ref)
+                data = np.array(items, dtype=h5py.ref_dtype).reshape(value.shape[::-1])
+                kind = "cell"
+            elif isinstance(value, str):
+                data, kind = np.array([ord(c) for c in value], "uint16").reshape(-1, 1), "char"
+            elif isinstance(value, bool):
+                data, kind = np.array([[value]], "uint8"), "logical"
+            else:
+                array = np.asarray(value)
+                array = array.reshape(1, -1) if array.ndim < 2 else array
+                data = array.astype("float64" if array.dtype.kind in "iu" else array.dtype).T
+                kind = "single" if data.dtype == np.float32 else "double"
+            dataset = parent.create_dataset(name, data=data)
+            dataset.attrs["MATLAB_class"] = np.bytes_(kind)
+
+        for key, value in content.items():
+            put(f, key, value)
+    with open(path, "r+b") as f:
+        f.write(b"MATLAB 7.3 MAT-file, written by tests/test_weights.py".ljust(128))
+
+
+# ---- MatConvNet's forward pass, from its documented definitions (NumPy, float64) -----------
+
+
+def _pad(x, pad, value):
+    t, b, left, r = (int(p) for p in pad)
+    return np.pad(x, ((t, b), (left, r), (0, 0)), constant_values=value)
+
+
+def mcn_conv(x, f, b, stride, pad):
+    """vl_nnconv: y(i,j,o) = b(o) + Σ f(i',j',c,o) x(s·i + i', s·j + j', c), zero padding
+    [top bottom left right], no filter flip (a correlation)."""
+    xp = _pad(x, [pad] * 4 if np.isscalar(pad) else pad, 0.0)
+    kh, kw = f.shape[:2]
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(0, 1))[::stride, ::stride]
+    return np.einsum("hwcij,ijco->hwo", win, f.astype("float64")) + b
+
+
+def mcn_pool(x, size, stride, pad):
+    """vl_nnpool max: windows clipped to the image (padding never wins the max), output
+    floor((H + pt + pb - k) / s) + 1."""
+    xp = _pad(x, pad, -np.inf)
+    win = np.lib.stride_tricks.sliding_window_view(xp, tuple(size), axis=(0, 1))[::stride, ::stride]
+    return win.max(axis=(-2, -1))
+
+
+def mcn_lrn(x, param):
+    """vl_nnnormalize: y = x (κ + α Σ_{q ∈ G(k)} x_q²)^-β, G(k) = [k - ⌊(N-1)/2⌋, k + ⌈(N-1)/2⌉]
+    clipped to the channels; α not divided by N."""
+    n, kappa, alpha, beta = param
+    d = x.shape[-1]
+    out = np.empty_like(x)
+    for k in range(d):
+        lo, hi = max(0, k - int(np.floor((n - 1) / 2))), min(d - 1, k + int(np.ceil((n - 1) / 2)))
+        s = (x[..., lo : hi + 1] ** 2).sum(-1)
+        out[..., k] = x[..., k] * (kappa + alpha * s) ** -beta
+    return out
+
+
+def matconvnet_forward(layers, image, average, upto=None):
+    """vl_simplenn in test mode on one image (H, W, 3; RGB 0–255): every layer's output."""
+    x = image.astype("float64") - np.asarray(average, "float64")
+    outs = {}
+    for layer in layers:
+        t = layer["type"]
+        if t == "conv":
+            x = mcn_conv(x, layer["f"], layer["b"], layer["stride"], layer["pad"])
+        elif t == "relu":
+            x = np.maximum(x, 0)
+        elif t == "lrn":
+            x = mcn_lrn(x, layer["param"])
+        elif t == "pool":
+            x = mcn_pool(x, layer["pool"], layer["stride"], layer["pad"])
+        elif t == "softmax":
+            continue
+        outs[layer["name"]] = x
+        if layer["name"] == upto:
+            break
+    return outs
+
+
+def _rel(a, b) -> float:
+    return float(np.abs(np.asarray(a, "float64") - b).max() / np.abs(b).max())
+
+
+# ---- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vgg_m():
+    return _vgg_m_layers()
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 256, (SIZE, SIZE, 3)).astype("uint8")
+
+
+@pytest.fixture(scope="module")
+def reference(vgg_m, image):
+    return matconvnet_forward(vgg_m, image, MEAN)
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory, vgg_m):
+    """The newer layout, imported: (path of the .h5, printed lines)."""
+    root = tmp_path_factory.mktemp("imported")
+    write_mat(root / "imagenet-vgg-m-2048.mat", vgg_m, "meta")
+    out = root / "vgg_m_2048.h5"
+    return out, weights.import_matconvnet(root / "imagenet-vgg-m-2048.mat", out)
+
+
+def _network(path):
+    from pipeline.model import imagenet_network
+
+    layers, meta = contracts.read_pretrained(path)
+    net = imagenet_network(meta["backbone"], tuple(meta["input_size"]), CLASSES, meta["mean"])
+    for name, arrays in layers.items():
+        net.get_layer(f"rgb_{name}").set_weights(arrays)
+    return net
+
+
+def _stream_params(raw, backbone="vgg_m_2048", crop=SIZE, flow_stack=2, weights_=None, **model):
+    raw = copy.deepcopy(raw)
+    raw["clip"].update(frames=1, flow_stack=flow_stack, crop=crop)
+    raw["model"].update(backbone=backbone, num_classes=5, **model)
+    raw["train"]["weights"] = str(weights_) if weights_ is not None else "none"
+    return parse_params(raw)
+
+
+# ---- VGG-M-2048 from MatConvNet --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["meta", "old"])
+def test_imported_vgg_m_equals_matconvnet_forward(layout, tmp_path, vgg_m, image, reference):
+    mat = tmp_path / "net.mat"
+    # the old layout's average image is a whole image (constant per channel here, so MatConvNet's
+    # full-image subtraction is exactly the per-channel one)
+    average = MEAN if layout == "meta" else np.broadcast_to(MEAN, (SIZE, SIZE, 3))
+    write_mat(mat, vgg_m, layout, average)
+    out = tmp_path / "vgg_m_2048.h5"
+    lines = weights.import_matconvnet(mat, out)
+    text = "\n".join(lines)
+    assert (
+        "converted 8 layers with weights: conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8" in text
+    )
+    assert ("meta.normalization" if layout == "meta" else "older layout") in text
+    assert f"input {SIZE}×{SIZE} RGB, mean (121.50, 113.25, 99.75)" in text
+    assert f"wrote {out}" in text
+    _, meta = contracts.read_pretrained(out)
+    assert meta["classes"][3] == "n00000003" and meta["descriptions"][3] == "thing 3"
+    assert meta["source_sha256"] == weights.digests(mat)[0]
+    assert "not the MD5 MatConvNet lists" in lines[0]
+    logits = _network(out).predict(image[None].astype("float32"), verbose=0)[0]
+    assert _rel(logits, reference["fc8"].ravel()) < 1e-4
+
+
+def test_v73_file_imports_the_same_weights(tmp_path, vgg_m, imported):
+    write_mat73(tmp_path / "net73.mat", mat_content(vgg_m, "meta"))
+    lines = weights.import_matconvnet(tmp_path / "net73.mat", tmp_path / "w73.h5")
+    assert "converted 8 layers" in lines[1]
+    got, meta = contracts.read_pretrained(tmp_path / "w73.h5")
+    want, want_meta = contracts.read_pretrained(imported[0])
+    assert {k: v for k, v in meta.items() if not k.startswith("source")} == {
+        k: v for k, v in want_meta.items() if not k.startswith("source")
+    }
+    for name in want:
+        for a, b in zip(got[name], want[name], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_stream_loads_the_import_and_takes_its_mean(imported, raw_params, image, reference):
+    path, _ = imported
+    rgb = build_stream("rgb", _stream_params(raw_params, weights_=path))
+    assert rgb_normalisation(rgb) == (MEAN, 1.0)  # the file's mean, not a setting
+    assert any("fc8: left at its initialisation" in line for line in rgb.init_report)
+    fc7 = keras.Model(rgb.input, rgb.get_layer("rgb_fc7").output)
+    out = fc7.predict(image[None, None], verbose=0)[0, 0]
+    assert _rel(out, reference["relu7"].ravel()) < 1e-4
+    relu5 = keras.Model(rgb.input, rgb.get_layer("rgb_conv5").output)
+    assert _rel(relu5.predict(image[None, None], verbose=0)[0, 0], reference["relu5"]) < 1e-4
+
+
+def test_cross_modality_init_on_vgg_m(imported, raw_params, vgg_m):
+    path, _ = imported
+    flow = build_stream("flow", _stream_params(raw_params, weights_=path, flow_stack=3 * 2))
+    kernel = keras.ops.convert_to_numpy(flow.get_layer("flow_conv1").weights[0])
+    assert kernel.shape == (7, 7, 12, 96)
+    rgb_mean = vgg_m[0]["f"].mean(axis=2)
+    for c in range(12):
+        np.testing.assert_allclose(kernel[:, :, c], rgb_mean, rtol=1e-6)
+    by_name = {layer["name"]: layer for layer in vgg_m}
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(flow.get_layer("flow_conv3").weights[0]), by_name["conv3"]["f"]
+    )
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(flow.get_layer("flow_fc6").weights[0]),
+        by_name["fc6"]["f"].reshape(-1, 4096),
+    )
+    assert any("cross-modality" in line for line in flow.init_report)
+    assert "flow_norm2" not in [layer.name for layer in flow.layers]  # the temporal net's VGG-M
+
+
+def test_fused_net_keeps_the_streams_normalisation(imported, raw_params):
+    path, _ = imported
+    params = _stream_params(raw_params, weights_=path)
+    rgb, flow = build_stream("rgb", params), build_stream("flow", params)
+    with pytest.raises(ModelError, match="normalises RGB with"):
+        init_from_streams(build_fused(params), rgb, flow)  # built with the default VGG mean
+    fused = build_fused(params, rgb_norm=rgb_normalisation(rgb))
+    init_from_streams(fused, rgb, flow)
+    assert rgb_normalisation(fused) == (MEAN, 1.0)
+
+
+def test_average_image_is_reduced_to_its_mean_and_the_spread_reported(tmp_path, vgg_m, image):
+    rng = np.random.default_rng(2)
+    average = np.asarray(MEAN) + rng.uniform(-6, 6, (SIZE, SIZE, 3))
+    write_mat(tmp_path / "net.mat", vgg_m, "meta", average)
+    lines = weights.import_matconvnet(tmp_path / "net.mat", tmp_path / "w.h5")
+    mean = average.mean(axis=(0, 1))
+    _, meta = contracts.read_pretrained(tmp_path / "w.h5")
+    np.testing.assert_allclose(meta["mean"], mean, rtol=1e-6)
+    spread = np.abs(average - mean).max()
+    assert any(f"at most {spread:.1f} levels from it" in line for line in lines)
+
+
+def _refused(tmp_path, layers, match, **kw):
+    mat, out = tmp_path / "bad.mat", tmp_path / "bad.h5"
+    write_mat(mat, layers, **kw)
+    with pytest.raises(weights.WeightsError, match=match):
+        weights.import_matconvnet(mat, out)
+    assert not out.exists()
+
+
+def test_a_file_that_is_not_vgg_m_is_refused_with_the_difference(tmp_path, vgg_m):
+    no_norm2 = [layer for layer in vgg_m if layer["name"] != "norm2"]
+    _refused(tmp_path, no_norm2, r"layer 7 is pool2 \(pool\) in the file, norm2 \(lrn\)")
+    thin = copy.deepcopy(vgg_m)
+    thin[8]["f"] = thin[8]["f"][..., :256]
+    thin[8]["b"] = thin[8]["b"][:256]
+    _refused(
+        tmp_path, thin, r"conv3: filters 3×3×256×256 in the file; vgg_m_2048 needs 3×3×256×512"
+    )
+    caffe_alpha = copy.deepcopy(vgg_m)
+    caffe_alpha[2]["param"] = [5, 2, 1e-4, 0.75]  # Caffe's α, not MatConvNet's α/N
+    _refused(tmp_path, caffe_alpha, r"norm1: LRN \[N κ α β\] = \[5.0, 2.0, 0.0001, 0.75\]")
+    shifted = copy.deepcopy(vgg_m)
+    shifted[3]["pad"] = [1, 0, 1, 0]  # windows from the padding's corner: not Caffe's
+    _refused(tmp_path, shifted, r"pool1: pad \[1.0, 0.0, 1.0, 0.0\] gives 22×22")
+    strided = copy.deepcopy(vgg_m)
+    strided[4]["stride"] = 1
+    _refused(tmp_path, strided, r"conv2: stride \[1.0, 1.0\] in the file, \[2, 2\]")
+
+
+def test_other_files_are_refused(tmp_path):
+    scipy.io.savemat(tmp_path / "dag.mat", {"vars": _cell([{"name": "x"}]), "params": 1.0})
+    with pytest.raises(weights.WeightsError, match="DagNN"):
+        weights.import_matconvnet(tmp_path / "dag.mat", tmp_path / "o.h5")
+    (tmp_path / "text.mat").write_text("not a mat file")
+    with pytest.raises(weights.WeightsError, match="not a MATLAB .mat file"):
+        weights.import_matconvnet(tmp_path / "text.mat", tmp_path / "o.h5")
+
+
+def test_cli_import_and_classify(tmp_path, vgg_m, image, reference, capsys, monkeypatch):
+    import cv2
+
+    monkeypatch.chdir(tmp_path)
+    write_mat(tmp_path / "imagenet-vgg-m-2048.mat", vgg_m)
+    weights.main(["import", "imagenet-vgg-m-2048.mat"])
+    out = capsys.readouterr().out
+    assert "train.weights: imagenet loads it from models/imagenet/vgg_m_2048.h5" in out
+    assert (tmp_path / "models/imagenet/vgg_m_2048.h5").is_file()
+    cv2.imwrite(str(tmp_path / "photo.png"), image[..., ::-1])  # lossless; BGR on disk
+    weights.main(["classify", "models/imagenet/vgg_m_2048.h5", "photo.png"])
+    best = int(np.argmax(reference["fc8"]))
+    assert capsys.readouterr().out.startswith(f"photo.png: thing {best} ")
+    with pytest.raises(SystemExit, match="weights: .*no simplenn 'layers'"):
+        scipy.io.savemat(tmp_path / "empty.mat", {"x": 1.0})
+        weights.main(["import", "empty.mat"])
+
+
+# ---- train.weights ---------------------------------------------------------------------------
+
+
+def test_train_weights_values(raw_params, imported, tmp_path, monkeypatch):
+    raw = copy.deepcopy(raw_params)
+    raw["train"]["weights"] = "weights.bin"
+    with pytest.raises(
+        ParamsError, match="train.weights: got 'weights.bin'; allowed: none, imagenet"
+    ):
+        parse_params(raw)
+    monkeypatch.chdir(tmp_path)  # no models/imagenet here
+    with pytest.raises(ModelError, match="python -m pipeline.weights import imagenet-vgg-m-2048"):
+        pretrained_source("rgb", _stream_params(raw_params, weights_="imagenet"))
+    with pytest.raises(ModelError, match="ImageNet weights exist for vgg16 and vgg_m_2048"):
+        pretrained_source("rgb", _stream_params(raw_params, "small", weights_="imagenet"))
+    with pytest.raises(ModelError, match="missing.h5 is not a file"):
+        pretrained_source("rgb", _stream_params(raw_params, weights_="missing.h5"))
+    path, _ = imported
+    with pytest.raises(ModelError, match="holds vgg_m_2048 weights .* the rgb tower is vgg16"):
+        pretrained_source("rgb", _stream_params(raw_params, "vgg16", weights_=path))
+    with pytest.raises(ModelError, match=r"trained on 96×96 crops; set clip.crop"):
+        build_stream("rgb", _stream_params(raw_params, crop=112, weights_=path))
+
+
+def _preset(name: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    command = re.search(rf"```bash\n# preset: {name}\n(.*?)```", text, re.S).group(1)
+    args = shlex.split(command[command.index("dvc exp run") :].replace("\\\n", " "))
+    return [args[i + 1] for i, a in enumerate(args) if a == "-S"]
+
+
+def test_readme_table_4_line_builds_the_vgg_m_flow_tower(
+    raw_params, imported, tmp_path, monkeypatch
+):
+    """The README's Table 4 model: a preset plus ``-S model.flow_backbone=vgg_m_2048``. Its
+    flow tower takes VGG-M-2048 from models/imagenet (at this file's 96² input; the real file's
+    is 224², the preset's crop); its RGB tower VGG-16 from Keras (a download: not here)."""
+    from pipeline.model import apply_overrides
+
+    text = (ROOT / "README.md").read_text()
+    assert "For the Table 4 model add `-S model.flow_backbone=vgg_m_2048`" in text
+    overrides = _preset("ucf101") + ["model.flow_backbone=vgg_m_2048"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models/imagenet").mkdir(parents=True)
+    (tmp_path / "models/imagenet/vgg_m_2048.h5").write_bytes(imported[0].read_bytes())
+    params = parse_params(apply_overrides(raw_params, overrides + ["model.num_classes=101"]))
+    assert params.train.weights == "imagenet" and params.clip.crop == 224
+    assert pretrained_source("rgb", params)["path"] is None  # Keras' VGG-16 download
+    with pytest.raises(ModelError, match="trained on 96×96 crops"):
+        build_stream("flow", params)  # the test file's size, not the preset's
+    params = parse_params(apply_overrides(raw_params, overrides + [f"clip.crop={SIZE}"]))
+    flow = build_stream("flow", params, classes=101)
+    assert flow.get_layer("flow_conv1").weights[0].shape == (7, 7, 20, 96)
+    assert any("cross-modality" in line for line in flow.init_report)
+
+
+# ---- VGG-16 from Keras Applications ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vgg16_file(tmp_path_factory):
+    source = keras.applications.VGG16(weights=None, include_top=True)
+    rng = np.random.default_rng(3)
+    for layer in source.layers:
+        if layer.weights:
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel, rng.normal(0, 0.1, bias.shape).astype("float32")])
+    path = tmp_path_factory.mktemp("vgg16") / "vgg16.weights.h5"
+    source.save_weights(path)
+    return path, source
+
+
+def test_vgg16_file_fills_both_towers(vgg16_file, raw_params):
+    path, source = vgg16_file
+    params = _stream_params(raw_params, "vgg16", crop=224, flow_stack=2, weights_=path)
+    assert pretrained_source("rgb", params)["mean"] == (123.68, 116.779, 103.939)
+    ours = {"fc1": "fc6", "fc2": "fc7"}
+    for stream in ("rgb", "flow"):
+        tower = build_stream(stream, params)
+        for layer in source.layers:
+            if not layer.weights or layer.name == "predictions":
+                continue
+            kernel, bias = (keras.ops.convert_to_numpy(w) for w in layer.weights)
+            mine = tower.get_layer(f"{stream}_{ours.get(layer.name, layer.name)}")
+            got_kernel, got_bias = (keras.ops.convert_to_numpy(w) for w in mine.weights)
+            np.testing.assert_array_equal(got_bias, bias)
+            if layer.name != "block1_conv1":
+                np.testing.assert_array_equal(got_kernel, kernel)
+            elif stream == "rgb":
+                np.testing.assert_array_equal(got_kernel, kernel[:, :, ::-1])  # BGR -> RGB
+            else:
+                assert got_kernel.shape == (3, 3, 4, 64)
+                for c in range(4):
+                    np.testing.assert_allclose(got_kernel[:, :, c], kernel.mean(axis=2), atol=1e-7)
+        if stream == "rgb":
+            rgb = tower
+        del tower
+    # the RGB tower on RGB uint8 equals Keras' VGG16 on its own (BGR, mean-subtracted) input
+    image = np.random.default_rng(4).integers(0, 256, (1, 224, 224, 3)).astype("uint8")
+    theirs = keras.Model(source.input, source.get_layer("fc2").output)
+    want = theirs.predict(
+        keras.applications.vgg16.preprocess_input(image.astype("float32")), verbose=0
+    )
+    fc7 = keras.Model(rgb.input, rgb.get_layer("rgb_fc7").output)
+    assert _rel(fc7.predict(image[:, None], verbose=0)[:, 0], want) < 1e-4
