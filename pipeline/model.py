@@ -505,7 +505,7 @@ def pretrained_source(stream: str, params: Params) -> dict | None:
                 "imagenet-vgg-m-2048.mat"
             )
     else:
-        path = Path(weights)
+        path = Path(weights).expanduser()
         if not path.is_file():
             raise ModelError(
                 f"train.weights: {weights} is not a file (none, imagenet, or the path of a "

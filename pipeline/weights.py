@@ -124,6 +124,16 @@ def load_mat(path: str | Path) -> dict:
 # ---- the simplenn model ----------------------------------------------------------------------
 
 
+def _given(value: object, default: object) -> object:
+    """``value``, or ``default`` when MATLAB left it empty (``[]``) or it is missing."""
+    return default if value is None or np.asarray(value).size == 0 else value
+
+
+def _text(value: object) -> str:
+    """A MATLAB char value as str ('' when empty or missing)."""
+    return value if isinstance(value, str) else ""
+
+
 def _numbers(value: object, n: int, what: str) -> list[float]:
     """A MatConvNet option of 1 or ``n`` numbers (``pad``: 1 or 4, ``stride``: 1 or 2)."""
     v = np.asarray(value, "float64").ravel()
@@ -149,7 +159,7 @@ def simplenn_layers(net: dict, source: str) -> list[dict]:
     for i, layer in enumerate(net["layers"], 1):
         if not isinstance(layer, dict) or "type" not in layer:
             raise WeightsError(f"{source}: layer {i} is not a struct with a 'type'")
-        name = layer.get("name") or f"layer{i}"
+        name = _text(layer.get("name")) or f"layer{i}"
         kind = {"normalize": "lrn"}.get(layer["type"], layer["type"])
         item = {"name": name, "type": kind}
         where = f"{source}: layer {name}"
@@ -170,10 +180,11 @@ def simplenn_layers(net: dict, source: str) -> list[dict]:
                 biases=np.asarray(biases, "float32").ravel(),
                 stride=_numbers(layer.get("stride", 1), 2, f"{where}: stride"),
                 pad=_numbers(layer.get("pad", 0), 4, f"{where}: pad"),
+                dilate=_numbers(_given(layer.get("dilate"), 1), 2, f"{where}: dilate"),
             )
         elif kind == "pool":
             item.update(
-                method=layer.get("method") or "max",
+                method=_text(layer.get("method")) or "max",
                 pool=_numbers(layer.get("pool", 1), 2, f"{where}: pool"),
                 stride=_numbers(layer.get("stride", 1), 2, f"{where}: stride"),
                 pad=_numbers(layer.get("pad", 0), 4, f"{where}: pad"),
@@ -291,7 +302,9 @@ def check_and_convert(
 ) -> dict[str, list[np.ndarray]]:
     """The backbone's weights from MatConvNet ``layers``, by our layer names (``conv1`` …
     ``fc8``). Raises :class:`WeightsError` listing every difference from ``spec``."""
-    kept = [layer for layer in layers if layer["type"] not in ("dropout", "softmax", "softmaxloss")]
+    while layers and layers[-1]["type"] in ("softmax", "softmaxloss"):  # the output's softmax
+        layers = layers[:-1]
+    kept = [layer for layer in layers if layer["type"] != "dropout"]  # identity at test time
     got = [(layer["name"], layer["type"]) for layer in kept]
     want = [(s["name"], s["type"]) for s in spec]
     if got != want:
@@ -321,6 +334,11 @@ def check_and_convert(
                         f"the {_shape(size)} input; an fc layer covers it all"
                     )
                 kernel = f.reshape(-1, f.shape[-1])
+                if layer["stride"] != [1.0, 1.0] or layer["pad"] != [0.0] * 4:
+                    problems.append(
+                        f"{name}: stride {layer['stride']} pad {layer['pad']}; an fc layer has "
+                        "stride 1 and no padding"
+                    )
             else:
                 kernel = f
                 for key in ("stride", "pad"):
@@ -334,6 +352,8 @@ def check_and_convert(
                     f"{_shape(s['kernel'])}"
                     + (" (as a Dense kernel)" if len(s["kernel"]) == 2 else "")
                 )
+            if layer["dilate"] != [1.0, 1.0]:
+                problems.append(f"{name}: dilate {layer['dilate']}; {BACKBONE} does not dilate")
             if b.shape != (f.shape[-1],):
                 problems.append(f"{name}: {b.size} biases for {f.shape[-1]} filters")
             converted[name] = [kernel, b]
@@ -348,11 +368,15 @@ def check_and_convert(
                 )
             out = _out(size, layer["pool"], layer["stride"], layer["pad"])
             top_left = (layer["pad"][0], layer["pad"][2])
-            if top_left != (0, 0) or out != s["out"]:
+            if top_left != (0, 0):
+                problems.append(
+                    f"{name}: pad {layer['pad']} pads the top or left; {BACKBONE}'s windows "
+                    "start at the top left corner (pad [0 b 0 r])"
+                )
+            elif out != s["out"]:
                 problems.append(
                     f"{name}: pad {layer['pad']} gives {_shape(out)} from {_shape(size)}; "
-                    f"{BACKBONE} pools to {_shape(s['out'])} with windows from the top left "
-                    "(pad [0 b 0 r])"
+                    f"{BACKBONE} pools to {_shape(s['out'])}"
                 )
             size = out
         elif layer["type"] == "relu" and layer["leak"] != 0:
@@ -395,17 +419,27 @@ def import_matconvnet(path: str | Path, out: str | Path) -> list[str]:
     size = [int(v) for v in np.asarray(norm.get("imageSize", []), "float64").ravel()[:2]]
     if len(size) != 2:
         raise WeightsError(f"{path}: normalization.imageSize is {norm.get('imageSize')!r}")
+    if _given(norm.get("averageImage"), None) is None:
+        raise WeightsError(f"{path}: normalization.averageImage is missing or empty")
     mean, mean_note = channel_mean(norm.get("averageImage"))
     convs = [layer for layer in layers if layer["type"] == "conv"]
     n_classes = convs[-1]["filters"].shape[-1] if convs else 0
-    names = classes.get("name", []) if isinstance(classes, dict) else []
+    classes = classes if isinstance(classes, dict) else {}
+    names = classes.get("name", [])
+    names = names if isinstance(names, str | list) else []
     names = [names] if isinstance(names, str) else [str(n) for n in names]
-    descriptions = classes.get("description", []) if isinstance(classes, dict) else []
+    descriptions = classes.get("description", [])
+    descriptions = descriptions if isinstance(descriptions, str | list) else []
     descriptions = (
         [descriptions] if isinstance(descriptions, str) else [str(d) for d in descriptions]
     )
     sha, md5 = digests(path)
-    network = imagenet_network(BACKBONE, tuple(size), n_classes, mean)
+    try:
+        network = imagenet_network(BACKBONE, tuple(size), n_classes, mean)
+    except ValueError as exc:
+        raise WeightsError(
+            f"{path}: {BACKBONE} cannot be built for imageSize {size}: {exc}"
+        ) from exc
     converted = check_and_convert(layers, _backbone_spec(network), tuple(size), str(path))
     meta = {
         "backbone": BACKBONE,

@@ -387,7 +387,15 @@ def test_a_file_that_is_not_vgg_m_is_refused_with_the_difference(tmp_path, vgg_m
     _refused(tmp_path, caffe_alpha, r"norm1: LRN \[N κ α β\] = \[5.0, 2.0, 0.0001, 0.75\]")
     shifted = copy.deepcopy(vgg_m)
     shifted[3]["pad"] = [1, 0, 1, 0]  # windows from the padding's corner: not Caffe's
-    _refused(tmp_path, shifted, r"pool1: pad \[1.0, 0.0, 1.0, 0.0\] gives 22×22")
+    _refused(tmp_path, shifted, r"pool1: pad \[1.0, 0.0, 1.0, 0.0\] pads the top or left")
+    dilated = copy.deepcopy(vgg_m)
+    dilated[8]["dilate"] = 2
+    _refused(tmp_path, dilated, r"conv3: dilate \[2.0, 2.0\]")
+    fc_padded = copy.deepcopy(vgg_m)
+    fc_padded[17]["pad"] = 1
+    _refused(tmp_path, fc_padded, r"fc7: stride \[1.0, 1.0\] pad \[1.0, 1.0, 1.0, 1.0\]")
+    softmax_inside = [*vgg_m[:9], {"name": "prob3", "type": "softmax"}, *vgg_m[9:]]
+    _refused(tmp_path, softmax_inside, r"layer 10 is prob3 \(softmax\) in the file")
     strided = copy.deepcopy(vgg_m)
     strided[4]["stride"] = 1
     _refused(tmp_path, strided, r"conv2: stride \[1.0, 1.0\] in the file, \[2, 2\]")
