@@ -254,11 +254,14 @@ def _inputs(params: Params) -> dict[str, keras.KerasTensor]:
     }
 
 
-def _tower(stream: str, params: Params, classes: int, pool3d: bool) -> list[Stage]:
-    backbone = params.model.backbone
+def _backbone(stream: str, params: Params) -> str:
     if stream == "flow":
-        backbone = params.model.flow_backbone or backbone
-    build = BACKBONES[backbone]
+        return params.model.flow_backbone or params.model.backbone
+    return params.model.backbone
+
+
+def _tower(stream: str, params: Params, classes: int, pool3d: bool) -> list[Stage]:
+    build = BACKBONES[_backbone(stream, params)]
     return build(f"{stream}_", classes, params.model.dropout, pool3d, stream == "flow")
 
 
@@ -294,7 +297,7 @@ def build_stream(stream: str, params: Params, classes: int | None = None) -> ker
     classes = classes or num_classes(params)
     x = _inputs(params)[stream]
     source = pretrained_source(stream, params)
-    rgb = (tuple(source["mean"]), 1.0) if source else None
+    rgb = (source["mean"], 1.0) if source else None
     # 2D pooling: a stream never depends on fusion.* (pooling layers have no weights, so the
     # fused net can still pool in 3D with the stream's weights)
     probs = _run(_tower(stream, params, classes, pool3d=False), _normalise(stream, x, params, rgb))
@@ -467,16 +470,11 @@ def cross_modality_kernel(rgb_kernel: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(mean, channels, axis=-2)
 
 
-def _backbone(stream: str, params: Params) -> str:
-    if stream == "flow":
-        return params.model.flow_backbone or params.model.backbone
-    return params.model.backbone
-
-
 def pretrained_source(stream: str, params: Params) -> dict | None:
     """What ``train.weights`` gives the ``stream`` tower: None for ``none``, else a dict with
-    ``backbone``, ``path`` (None: Keras downloads VGG-16) and ``mean`` (RGB, what the weights
-    were trained to see subtracted). Raises :class:`ModelError` naming the fix when the weights
+    ``backbone``, ``path`` (None: Keras downloads VGG-16), ``meta`` (of a ``pipeline.weights``
+    file; None for Keras' VGG-16) and ``mean`` (RGB, what the weights were trained to see
+    subtracted). Raises :class:`ModelError` naming the fix when the weights
     cannot be had or do not fit the tower.
 
     ``imagenet``: VGG-16 from ``keras.applications`` (downloaded on first use and cached in
@@ -489,7 +487,7 @@ def pretrained_source(stream: str, params: Params) -> dict | None:
     backbone = _backbone(stream, params)
     if weights == "imagenet":
         if backbone == "vgg16":
-            return {"backbone": backbone, "path": None, "mean": VGG16_MEAN}
+            return {"backbone": backbone, "path": None, "meta": None, "mean": VGG16_MEAN}
         if backbone != "vgg_m_2048":
             raise ModelError(
                 f"train.weights: imagenet: ImageNet weights exist for vgg16 and vgg_m_2048; "
@@ -524,7 +522,8 @@ def pretrained_source(stream: str, params: Params) -> dict | None:
                 else ""
             )
         )
-    return {"backbone": backbone, "path": path, "mean": tuple(meta["mean"]) if meta else VGG16_MEAN}
+    mean = tuple(meta["mean"]) if meta else VGG16_MEAN
+    return {"backbone": backbone, "path": path, "meta": meta, "mean": mean}
 
 
 def _vgg16_layers(path: Path | None) -> dict[str, list[np.ndarray]]:
@@ -548,10 +547,10 @@ def load_pretrained(model: keras.Model, stream: str, params: Params, source: dic
     flow tower's first kernel is the cross-modality average (the RGB kernel's mean over
     colour, repeated over the 2L flow channels); fc8 keeps its own initialisation (ImageNet's
     classes are not ours). Returns the lines to report."""
-    backbone, path = source["backbone"], source["path"]
+    backbone, path, meta = source["backbone"], source["path"], source["meta"]
     where = path or "keras.applications (cached in ~/.keras/models)"
-    if path is not None and contracts.pretrained_meta(path):
-        layers, meta = contracts.read_pretrained(path)
+    if meta:
+        layers, _ = contracts.read_pretrained(path)
         size = "×".join(str(n) for n in meta["input_size"])
         where = f"{path} (from {meta['source']}, SHA-256 {meta['source_sha256'][:16]}…)"
     else:

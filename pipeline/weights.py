@@ -134,6 +134,13 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _strings(value: object) -> list[str]:
+    """A MATLAB cell of chars (or one char array) as a list of str; [] when missing."""
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
 def _numbers(value: object, n: int, what: str) -> list[float]:
     """A MatConvNet option of 1 or ``n`` numbers (``pad``: 1 or 4, ``stride``: 1 or 2)."""
     v = np.asarray(value, "float64").ravel()
@@ -425,22 +432,15 @@ def import_matconvnet(path: str | Path, out: str | Path) -> list[str]:
     convs = [layer for layer in layers if layer["type"] == "conv"]
     n_classes = convs[-1]["filters"].shape[-1] if convs else 0
     classes = classes if isinstance(classes, dict) else {}
-    names = classes.get("name", [])
-    names = names if isinstance(names, str | list) else []
-    names = [names] if isinstance(names, str) else [str(n) for n in names]
-    descriptions = classes.get("description", [])
-    descriptions = descriptions if isinstance(descriptions, str | list) else []
-    descriptions = (
-        [descriptions] if isinstance(descriptions, str) else [str(d) for d in descriptions]
-    )
+    names, descriptions = _strings(classes.get("name")), _strings(classes.get("description"))
     sha, md5 = digests(path)
     try:
-        network = imagenet_network(BACKBONE, tuple(size), n_classes, mean)
+        net = imagenet_network(BACKBONE, tuple(size), n_classes, mean)
     except ValueError as exc:
         raise WeightsError(
             f"{path}: {BACKBONE} cannot be built for imageSize {size}: {exc}"
         ) from exc
-    converted = check_and_convert(layers, _backbone_spec(network), tuple(size), str(path))
+    converted = check_and_convert(layers, _backbone_spec(net), tuple(size), str(path))
     meta = {
         "backbone": BACKBONE,
         "input_size": size,
@@ -454,9 +454,9 @@ def import_matconvnet(path: str | Path, out: str | Path) -> list[str]:
         "mean_note": mean_note,
     }
     for name, arrays in converted.items():
-        network.get_layer(f"rgb_{name}").set_weights(arrays)  # Keras checks the shapes again
+        net.get_layer(f"rgb_{name}").set_weights(arrays)  # Keras checks the shapes again
     contracts.write_pretrained(out, converted, meta)
-    total = count_params(network)
+    total = count_params(net)
     origin = (
         "MatConvNet's published imagenet-vgg-m-2048.mat"
         if md5 == MATCONVNET_MD5
@@ -476,18 +476,26 @@ def import_matconvnet(path: str | Path, out: str | Path) -> list[str]:
     ]
 
 
+def network(path: str | Path) -> tuple[object, dict]:
+    """The ImageNet classifier (:func:`pipeline.model.imagenet_network`) of a file written by
+    :func:`import_matconvnet`, filled from it, and the file's meta."""
+    from pipeline.model import imagenet_network
+
+    layers, meta = contracts.read_pretrained(path)
+    size = tuple(meta["input_size"])
+    net = imagenet_network(meta["backbone"], size, layers["fc8"][1].size, meta["mean"])
+    for name, arrays in layers.items():
+        net.get_layer(f"rgb_{name}").set_weights(arrays)
+    return net, meta
+
+
 def classify(path: str | Path, images: list[str], top: int = 5) -> list[str]:
     """Top classes of each image under the converted weights at ``path`` (images resized to
     the input size, as MatConvNet's examples do)."""
     import cv2
 
-    from pipeline.model import imagenet_network
-
-    layers, meta = contracts.read_pretrained(path)
+    net, meta = network(path)
     h, w = meta["input_size"]
-    net = imagenet_network(meta["backbone"], (h, w), layers["fc8"][1].size, meta["mean"])
-    for name, arrays in layers.items():
-        net.get_layer(f"rgb_{name}").set_weights(arrays)
     lines = []
     names = meta["descriptions"] or meta["classes"]
     for image in images:

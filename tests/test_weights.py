@@ -251,16 +251,6 @@ def imported(tmp_path_factory, vgg_m):
     return out, weights.import_matconvnet(root / "imagenet-vgg-m-2048.mat", out)
 
 
-def _network(path):
-    from pipeline.model import imagenet_network
-
-    layers, meta = contracts.read_pretrained(path)
-    net = imagenet_network(meta["backbone"], tuple(meta["input_size"]), CLASSES, meta["mean"])
-    for name, arrays in layers.items():
-        net.get_layer(f"rgb_{name}").set_weights(arrays)
-    return net
-
-
 def _stream_params(raw, backbone="vgg_m_2048", crop=SIZE, flow_stack=2, weights_=None, **model):
     raw = copy.deepcopy(raw)
     raw["clip"].update(frames=1, flow_stack=flow_stack, crop=crop)
@@ -292,7 +282,7 @@ def test_imported_vgg_m_equals_matconvnet_forward(layout, tmp_path, vgg_m, image
     assert meta["classes"][3] == "n00000003" and meta["descriptions"][3] == "thing 3"
     assert meta["source_sha256"] == weights.digests(mat)[0]
     assert "not the MD5 MatConvNet lists" in lines[0]
-    logits = _network(out).predict(image[None].astype("float32"), verbose=0)[0]
+    logits = weights.network(out)[0].predict(image[None].astype("float32"), verbose=0)[0]
     assert _rel(logits, reference["fc8"].ravel()) < 1e-4
 
 
