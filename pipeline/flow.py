@@ -28,6 +28,7 @@ to draw ``reports/flow_preview/<video_id>.png`` (RGB frames above colour-coded f
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -41,11 +42,13 @@ from pathlib import Path
 from pebble import ProcessExpired
 from tqdm import tqdm
 
-from pipeline import contracts, pools
+from pipeline import contracts, pools, rawframes
 from pipeline.flow_compute import (
     VideoFlow,
     batched_flow,
     flow_video,
+    rawframes_flow,
+    rawframes_settings,
     record_settings,
     resolve_engine,
     video_record,
@@ -57,7 +60,7 @@ from pipeline.flow_schedulers import (
     VideoTask,
     ray_scheduler,
 )
-from pipeline.params import ClusterParams, FlowParams, PipelineError, load_params
+from pipeline.params import ClusterParams, DataParams, FlowParams, PipelineError, load_params
 
 CACHE_LOG = "_cache.jsonl"
 """The flow stage's own memory, inside ``data/videos``: the cache key of each finished record."""
@@ -98,12 +101,18 @@ def load_cache_log(out_dir: Path) -> dict[str, dict]:
 
 
 def _content_hash(row: dict, old: dict | None) -> tuple[str, dict]:
-    """The video's sha256, reusing the logged one while the file's size and mtime are unchanged."""
-    st = os.stat(row["path"])
-    stat = {"path": row["path"], "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    """The video's sha256 (a frame folder's: of its images, ``rawframes.folder_sha256``),
+    reusing the logged one while the size and mtime are unchanged."""
+    path = row["path"]
+    if os.path.isdir(path):
+        stat = {"path": path, **rawframes.folder_stat(path)}
+        digest = rawframes.folder_sha256
+    else:
+        st = os.stat(path)
+        stat, digest = {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}, file_sha256
     if old and all(old.get(k) == v for k, v in stat.items()):
         return old["content_sha256"], stat
-    return file_sha256(row["path"]), stat
+    return digest(path), stat
 
 
 # ---- the stage ----------------------------------------------------------------------------
@@ -270,8 +279,22 @@ def local_scheduler(
     return OpenCVScheduler(p, pools.LocalExecutor(workers), task)
 
 
-def run_flow_on(p: FlowParams, c: ClusterParams, rows: list[dict]) -> Summary:
-    """:func:`run_flow` on the executor of ``cluster.executor``."""
+def run_flow_on(p: FlowParams, c: ClusterParams, rows: list[dict], d: DataParams) -> Summary:
+    """:func:`run_flow` on the executor of ``cluster.executor``; with ``data.layout:
+    rawframes`` each record is made from its frame folder (``rawframes_flow``), by the
+    executor's workers too."""
+    if d.layout == "rawframes":
+        task = functools.partial(
+            rawframes_flow, source_bound=d.rawframes_bound, rounding=d.rawframes_rounding
+        )
+        settings = rawframes_settings(p, d.rawframes_bound, d.rawframes_rounding)
+        if c.executor == "local":
+            return run_flow(p, rows, task=task, settings=settings)
+        from pipeline import cluster
+
+        with cluster.connect(c):
+            scheduler = OpenCVScheduler(p, cluster.RayExecutor(c), task)
+            return run_flow(p, rows, scheduler=scheduler, settings=settings)
     if c.executor == "local":
         return run_flow(p, rows)
     from pipeline import cluster
@@ -297,7 +320,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"flow: wrote {preview(args.preview)}")
             return
         params = load_params()
-        summary = run_flow_on(params.flow, params.cluster, contracts.read_manifest())
+        rows = contracts.read_manifest()
+        summary = run_flow_on(params.flow, params.cluster, rows, params.data)
     except PipelineError as exc:
         sys.exit(f"flow: {exc}")
     print(summary.line())

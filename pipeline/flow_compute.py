@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline import contracts, video
+from pipeline import contracts, rawframes, video
 from pipeline.params import FlowParams, TVL1Params
 
 
@@ -69,6 +69,7 @@ class VideoFlow:
     width: int
     height: int
     seconds: float
+    source: dict | None = None  # where the frames came from, when not a video (rawframes)
 
 
 def _frames(path: str, p: FlowParams) -> Iterator[np.ndarray]:
@@ -202,7 +203,7 @@ def video_record(
         flow_x=result.flow_x,
         flow_y=result.flow_y,
         flow_engine=settings["engine_version"],
-        flow_params=settings,
+        flow_params=settings if result.source is None else {**settings, "source": result.source},
         cache_key=key,
     )
 
@@ -245,3 +246,99 @@ def record_settings(
         keras = f"keras {v['keras']} ({v['backend']}, {v['device']})"
         settings.update(engine_version=f"{keras}; opencv {v['opencv']}", batch=p.batch)
     return settings
+
+
+# ---- frames and flows that another tool computed (data.layout: rawframes) ------------------
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    shrink = size[0] * size[1] < image.shape[0] * image.shape[1]
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def rawframes_flow(
+    folder: str, expected_frames: int, p: FlowParams, source_bound: float, rounding: str
+) -> VideoFlow:
+    """A record's frames and flows from a frame folder (``pipeline.rawframes``): nothing is
+    computed. RGB JPEGs are copied byte for byte and so are the flow JPEGs when the tree's
+    bound and rounding are ours (``source_bound`` = ``flow.bound``, ``round``); otherwise
+    each flow is read back to pixels (:func:`rawframes.dequantize`) and quantised again
+    with ``flow.bound``. When ``flow.size`` changes the frame size, frames and flows are
+    resized (the flows' components scaled with their axis) and encoded again.
+
+    Raises:
+        RawframesError: the folder no longer holds a usable video, or holds another number of
+            frames than ``expected_frames`` (the manifest's: it changed since ingest).
+    """
+    start = time.perf_counter()
+    frames = rawframes.scan(folder)
+    if len(frames.rgb) != expected_frames:
+        raise rawframes.RawframesError(
+            f"the folder holds {len(frames.rgb)} frames, the manifest {expected_frames} "
+            "(it changed since ingest; re-run ingest)"
+        )
+
+    def read(name: str) -> bytes:
+        with open(f"{folder}/{name}", "rb") as f:
+            return f.read()
+
+    rgb = [read(name) for name in frames.rgb]
+    for name, data in zip(frames.rgb, rgb, strict=True):
+        rawframes.check_jpeg(name, data)
+    h, w = rawframes.decode(frames.rgb[0], rgb[0]).shape[:2]
+    size = target_size(w, h, p.size)
+    resize = size != (w, h)
+    jpeg = [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality]
+    if resize:
+        rgb = [
+            cv2.imencode(".jpg", _resize(rawframes.decode(n, b, cv2.IMREAD_COLOR), size), jpeg)[
+                1
+            ].tobytes()
+            for n, b in zip(frames.rgb, rgb, strict=True)
+        ]
+    same_levels = source_bound == p.bound and rounding == "round"
+    flow_x, flow_y = [], []
+    for nx, ny in zip(frames.flow_x, frames.flow_y, strict=True):
+        bx, by = read(nx), read(ny)
+        if same_levels and not resize:
+            rawframes.check_jpeg(nx, bx)  # whole, as ingest found it; copied as it is
+            rawframes.check_jpeg(ny, by)
+            flow_x.append(bx)
+            flow_y.append(by)
+            continue
+        v = [
+            rawframes.dequantize(rawframes.decode(n, b, cv2.IMREAD_GRAYSCALE), source_bound,
+                                 rounding)
+            for n, b in ((nx, bx), (ny, by))
+        ]  # fmt: skip
+        if resize:  # flow is in pixels of the frames it was computed on
+            v = [_resize(v[0], size) * (size[0] / w), _resize(v[1], size) * (size[1] / h)]
+        x, y = encode_flow(np.stack(v, axis=-1), p)
+        flow_x.append(x)
+        flow_y.append(y)
+    source = {
+        "kind": "rawframes",
+        "convention": frames.convention.describe(),
+        "bound": source_bound,
+        "rounding": rounding,
+        "rgb": f"resized from {w}x{h}" if resize else "copied",
+        "flow": "copied" if same_levels and not resize else "quantised again",
+    }
+    width, height = size
+    return VideoFlow(rgb, flow_x, flow_y, width, height, time.perf_counter() - start, source)
+
+
+def rawframes_settings(p: FlowParams, source_bound: float, rounding: str) -> dict:
+    """Every value that shapes a record made from a frame folder (:func:`rawframes_flow`):
+    the engine's ``tvl1`` and ``batch`` are not among them, so editing those reuses the
+    records."""
+    return {
+        "schema_version": contracts.SCHEMA_VERSION,
+        "engine": "rawframes",
+        "engine_version": f"rawframes import; opencv {cv2.__version__}",
+        "size": p.size,
+        "bound": p.bound,
+        "jpeg_quality": p.jpeg_quality,
+        "rawframes_bound": source_bound,
+        "rawframes_rounding": rounding,
+    }

@@ -49,7 +49,7 @@ from pathlib import Path
 from pebble import ProcessExpired
 from tqdm import tqdm
 
-from pipeline import contracts, pools, video
+from pipeline import contracts, pools, rawframes, video
 from pipeline.contracts import SPLITS
 from pipeline.params import ClusterParams, DataParams, PipelineError, load_params
 from pipeline.video import VIDEO_EXTENSIONS, Probe
@@ -69,6 +69,7 @@ class Candidate:
     split: str  # train | test (val is carved from train after probing)
     group: str  # videos of one group always land in the same split
     video_id: str
+    listed_frames: int | None = None  # rawframes lists: the RGB frames the list line counts
 
 
 @dataclass(frozen=True)
@@ -274,8 +275,98 @@ def list_folder(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejecti
     return classes, found, rejected
 
 
+def _rawframes_classes(lists: Path, rows: dict[str, list[tuple[str, int, int]]]) -> list[str]:
+    """Class names for the labels of mmaction2 lists: ``classes.txt`` (one per line, as our
+    exports write it) or UCF101's ``classInd.txt`` beside the lists; else the first folder of
+    the frame dirs, where each label has one; else ``class_<label>``."""
+    labels = {label for lines in rows.values() for _, _, label in lines}
+    count = max(labels) + 1
+    if (lists / "classes.txt").is_file():
+        names = contracts.read_classes(lists / "classes.txt")
+    elif (lists / "classInd.txt").is_file():
+        names = [line.split(maxsplit=1)[-1] for line in _read_lines(lists / "classInd.txt", "")]
+    else:
+        folders: dict[int, set[str]] = {}
+        for lines in rows.values():
+            for frame_dir, _, label in lines:
+                parts = frame_dir.replace("\\", "/").split("/")
+                folders.setdefault(label, set()).add(parts[0] if len(parts) > 1 else "")
+        names = [
+            next(iter(folders[i])) if len(folders.get(i, ())) == 1 and "" not in folders[i]
+            else f"class_{i}"
+            for i in range(count)
+        ]  # fmt: skip
+        if len(set(names)) < len(names):
+            names = [f"class_{i}" for i in range(count)]
+    if len(names) < count:
+        raise IngestError(
+            f"the lists in {lists} use label {count - 1}, but its class names hold {len(names)}"
+        )
+    return names
+
+
+def list_rawframes(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejection]]:
+    """Frame folders (``pipeline.rawframes``) listed by mmaction2 lists in ``data.lists``, or,
+    with none there, the ``<root>/<Class>/<video>/`` folders, test drawn by ``data.seed``."""
+    root, lists = Path(p.root), Path(p.lists)
+    try:
+        files = rawframes.find_lists(lists, p.split) if lists.is_dir() else {}
+    except PipelineError as exc:
+        raise IngestError(str(exc)) from exc
+    if not files:
+        return _rawframes_tree(p, root)
+    if "train" not in files or "test" not in files:
+        raise IngestError(
+            f"{lists} holds a {' and a '.join(files)} list but no "
+            f"{'train' if 'train' not in files else 'test (or val)'} list; the lists of a "
+            "rawframes tree come in pairs (mmaction2: *_train_split_1_rawframes.txt, "
+            "*_val_split_1_rawframes.txt)"
+        )
+    try:
+        rows = {split: rawframes.read_list(path) for split, path in files.items()}
+    except PipelineError as exc:
+        raise IngestError(str(exc)) from exc
+    classes = _rawframes_classes(lists, rows)
+    found, missing = [], []
+    for split, lines in rows.items():
+        for frame_dir, total, label in lines:
+            rel = frame_dir.replace("\\", "/")
+            folder, name = (Path(rel) if Path(rel).is_absolute() else root / rel), classes[label]
+            if not folder.is_dir():
+                why = f"listed in {files[split].name} but no such folder"
+                missing.append(Rejection(folder, name, split, why))
+                continue
+            stem = Path(rel).name
+            group, video_id = _ucf_group(name, stem), _safe_id(stem)
+            found.append(Candidate(folder, name, label, split, group, video_id, total))
+    return classes, found, missing
+
+
+def _rawframes_tree(
+    p: DataParams, root: Path
+) -> tuple[list[str], list[Candidate], list[Rejection]]:
+    """The ``<root>/<Class>/<video>/`` frame folders, split as the ``folder`` layout is."""
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not _skipped(d.name))
+    found = []
+    for label, name in enumerate(classes):
+        folders = sorted(d for d in (root / name).iterdir() if d.is_dir() and not _skipped(d.name))
+        items = [
+            Candidate(d, name, label, "train", _ucf_group(name, d.name),
+                      _safe_id(f"{name}__{d.name}"))
+            for d in folders
+        ]  # fmt: skip
+        test = _split_groups(items, p.test_fraction, random.Random(f"test/{p.seed}/{name}"))
+        found += [replace(c, split="test") if c.group in test else c for c in items]
+    return classes, found, []
+
+
 LISTERS: dict[str, Callable[[DataParams], tuple[list[str], list[Candidate], list[Rejection]]]]
-LISTERS = {"ucf101": list_ucf101, "hmdb51": list_hmdb51, "folder": list_folder}
+LISTERS = {
+    "ucf101": list_ucf101,
+    "hmdb51": list_hmdb51,
+    "folder": list_folder,
+    "rawframes": list_rawframes,
+}
 
 
 def probe_video(path: str) -> Probe:
@@ -402,11 +493,18 @@ def ingest(
         else:
             seen[c.video_id] = c.path
             unique.append(c)
+    if p.layout == "rawframes" and probe is probe_video:
+        probe = rawframes.probe
     probes = probe_all([c.path for c in unique], p.workers, p.probe_timeout_s, probe, executor)
     rows = []
     for c in unique:
         result = probes[c.path]
         reason = judge(result, p.min_frames)
+        if reason is None and c.listed_frames not in (None, result.frames):
+            reason = (
+                f"the list counts {c.listed_frames} frames, the folder holds {result.frames} "
+                "RGB frames"
+            )
         if reason is not None:
             rejected.append(Rejection(c.path, c.class_name, c.split, reason))
             continue
@@ -427,7 +525,8 @@ def ingest(
                 "_candidate": c,
             }
         )
-    rows = carve_val(rows, p.val_fraction, p.seed)
+    if not any(c.split == "val" for c in unique):  # a rawframes val list is kept as it is
+        rows = carve_val(rows, p.val_fraction, p.seed)
 
     if rejected and len(rejected) / total > p.max_rejected_fraction:
         raise IngestError(

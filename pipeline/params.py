@@ -158,7 +158,7 @@ class SyntheticParams(_Section, name="synthetic"):
 class DataParams(_Section, name="data"):
     """``data``: where the raw videos are, how they are split, what gets rejected."""
 
-    layout: str = field(metadata=_one_of("ucf101", "hmdb51", "folder"))
+    layout: str = field(metadata=_one_of("ucf101", "hmdb51", "folder", "rawframes"))
     root: str
     lists: str
     split: int = field(metadata=_between(1, 3))
@@ -169,6 +169,8 @@ class DataParams(_Section, name="data"):
     max_rejected_fraction: float = field(metadata=_between(0.0, 1.0))
     workers: int = field(metadata=_between(0, 1024))
     probe_timeout_s: float = field(metadata=_between(1.0))
+    rawframes_bound: float = field(metadata=_between(0.01, 1000.0))
+    rawframes_rounding: str = field(metadata=_one_of("round", "floor"))
 
     def _check(self) -> list[str]:
         return []

@@ -1,0 +1,350 @@
+"""Frame folders that other tools made, and that ours make for them: the "rawframes" of
+denseflow and mmaction2 (README, Bring your own frames).
+
+A video is a folder of JPEGs: ``img_<n>.jpg`` (RGB) and one flow image per component, named
+``flow_x_<n>.jpg`` / ``flow_y_<n>.jpg`` (denseflow) or ``x_<n>.jpg`` / ``y_<n>.jpg`` (the
+older tools' zip mode, mmaction2's flow configs). The conventions differ in three ways, all
+read off the names and counts (:func:`scan`), never asked of the user:
+
+- the number of the first image: 0 (denseflow since late 2019) or 1 (the older dense_flow
+  tools, mmaction2's ``start_index=1``);
+- the flow names: ``flow_x_`` or ``x_``;
+- the RGB frames: N, one per frame, with N - 1 flows, flow i from frame i to i + 1
+  (denseflow); or N - 1, the second frame of each pair, with N - 1 flows (the older tools,
+  which are numbered from 1). Such a video's record holds frames 2..N and flows 2..N - 1:
+  the first flow has no first frame to go with.
+
+Flow images are grey JPEGs quantised ``round(255·(v + B)/(2B))`` (``floor`` in mmaction2's
+``tools/misc/flow_extraction.py``) after clipping to ±B (``data.rawframes_bound``, which the
+files do not say): level ``q`` holds the flows ``v·127.5/B`` in ``[q - 128, q - 127)``
+(``floor``: ``[q - 127.5, q - 126.5)``), half a level off our levels (``round(128 +
+v·127.5/B)``: ``[q - 128.5, q - 127.5)``). :func:`dequantize` reads a level back as its
+middle, ``(q - z)·B/127.5`` with ``z`` = 127.5 (``floor``: 127), and our quantiser takes it
+from there. At the same bound and rounding that middle falls exactly between two of our
+levels; the tie goes to the tree's own level, so those flow JPEGs are copied byte for byte
+(and an export of ours imports to the same bytes).
+
+Also here: the list files of mmaction2 (``frame_dir total_frames label``, :func:`read_list`,
+:func:`write_list`, :func:`find_lists`), a folder's content hash for the flow stage's cache,
+and :func:`probe`, which ingest runs in its worker processes on every folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.params import PipelineError
+from pipeline.video import Probe
+
+NAME = re.compile(r"(img|flow_x|flow_y|x|y)_(\d+)\.(?:jpe?g|JPE?G)")
+"""The images of a frame folder; any other file in it (denseflow's ``.done``) is ignored."""
+
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+class RawframesError(PipelineError):
+    """A frame folder that cannot be read as a video; the message says why."""
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How a tree names and counts its images."""
+
+    base: int  # the number of the first image: 0 or 1
+    flow_prefix: str  # "flow_" (flow_x_00000.jpg) or "" (x_00001.jpg)
+    every_frame: bool  # N RGB frames for N - 1 flows; False: N - 1, the second of each pair
+    digits: int = 5  # of the names this code writes (any width is read)
+
+    @property
+    def name(self) -> str:
+        if not self.every_frame:
+            return "dense_flow"  # yjxiong's and wanglimin's tools (TSN)
+        if self.base == 0 and self.flow_prefix == "flow_":
+            return "denseflow"
+        if self.base == 1 and not self.flow_prefix:
+            return "mmaction2"
+        return f"img_/{self.flow_prefix}x_ from {self.base}"
+
+    def describe(self) -> str:
+        rgb = "N RGB frames" if self.every_frame else "N - 1 RGB frames (the second of each pair)"
+        return (
+            f"{self.name}: img_, {self.flow_prefix}x_ and {self.flow_prefix}y_ numbered from "
+            f"{self.base}, {rgb} and N - 1 flows"
+        )
+
+    def rgb_name(self, i: int) -> str:
+        """The file of the ``i``-th RGB frame (from 0) of a video, as this code writes it."""
+        return f"img_{self.base + i:0{self.digits}d}.jpg"
+
+    def flow_names(self, i: int) -> tuple[str, str]:
+        """The files of flow ``i`` (from 0: frame i to i + 1), as this code writes them."""
+        return tuple(
+            f"{self.flow_prefix}{c}_{self.base + i:0{self.digits}d}.jpg" for c in ("x", "y")
+        )
+
+    def mmaction2(self) -> dict:
+        """What an mmaction2 config sets to read a tree of this convention: the
+        ``filename_tmpl`` and ``start_index`` of its dataset, per modality."""
+        d = self.digits
+        return {
+            "RGB": {"filename_tmpl": f"img_{{:0{d}d}}.jpg", "start_index": self.base},
+            "Flow": {"filename_tmpl": f"{self.flow_prefix}{{}}_{{:0{d}d}}.jpg",
+                     "start_index": self.base},
+        }  # fmt: skip
+
+
+CONVENTIONS = {
+    "denseflow": Convention(base=0, flow_prefix="flow_", every_frame=True),
+    "mmaction2": Convention(base=1, flow_prefix="", every_frame=True),
+}
+"""What ``python -m pipeline.export rawframes --convention`` writes: denseflow's own output,
+and what mmaction2's default ``filename_tmpl`` and ``start_index`` read unedited."""
+
+
+@dataclass(frozen=True)
+class Frames:
+    """A frame folder as a video: the images its record is made of, in order."""
+
+    folder: str
+    convention: Convention
+    rgb: list[str]  # N file names, one per frame of the record
+    flow_x: list[str]  # N - 1: flow i from rgb[i] to rgb[i + 1]
+    flow_y: list[str]
+
+
+def _gap(names: dict[int, str], kind: str, base: int, count: int) -> str | None:
+    missing = sorted(set(range(base, base + count)) - set(names))
+    if not missing:
+        return None
+    width = len(re.search(r"\d+", next(iter(names.values()))).group()) if names else 5
+    first = f"{kind}_{missing[0]:0{width}d}.jpg"
+    more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+    return f"{first}{more} missing ({kind}_ images numbered {base}..{base + count - 1})"
+
+
+def scan(folder: str | Path) -> Frames:
+    """The convention and the images of a frame folder, from its file names alone.
+
+    Raises:
+        RawframesError: a folder that cannot be read, holds no images, only RGB or only flow,
+            two kinds of flow names, gaps in the numbering, or counts no tool writes.
+    """
+    try:
+        listing = os.listdir(folder)
+    except OSError as exc:
+        raise RawframesError(f"the folder cannot be read ({exc.strerror})") from exc
+    found: dict[str, dict[int, str]] = {k: {} for k in ("img", "flow_x", "flow_y", "x", "y")}
+    for name in listing:
+        if m := NAME.fullmatch(name):
+            found[m.group(1)][int(m.group(2))] = name
+    if not any(found.values()):
+        raise RawframesError(
+            "no frame images in the folder (img_*.jpg with flow_x_*.jpg or x_*.jpg)"
+        )
+    if (found["flow_x"] or found["flow_y"]) and (found["x"] or found["y"]):
+        raise RawframesError("both flow_x_/flow_y_ and x_/y_ images: two flows in one folder")
+    prefix = "flow_" if found["flow_x"] or found["flow_y"] else ""
+    rgb, fx, fy = found["img"], found[f"{prefix}x"], found[f"{prefix}y"]
+    if not rgb:
+        raise RawframesError(
+            "flow images but no RGB frames (img_*.jpg); denseflow writes those in a run of "
+            "their own (denseflow -s 0)"
+        )
+    if not fx and not fy:
+        raise RawframesError(
+            "RGB frames but no flow images (flow_x_*.jpg or x_*.jpg): compute them with "
+            "denseflow, or use the videos (data.layout ucf101, hmdb51 or folder)"
+        )
+    base = min(min(d) for d in (rgb, fx, fy) if d)
+    if base not in (0, 1):
+        raise RawframesError(
+            f"the images are numbered from {base}; the tools number from 0 (denseflow) or 1"
+        )
+    flows = max(len(fx), len(fy), max(fx, default=-1) - base + 1, max(fy, default=-1) - base + 1)
+    for names, kind, count in (
+        (rgb, "img", max(rgb) - base + 1),
+        (fx, f"{prefix}x", flows),
+        (fy, f"{prefix}y", flows),
+    ):
+        if why := _gap(names, kind, base, count):
+            raise RawframesError(why)
+    n = len(rgb)
+    if n == flows + 1:
+        every_frame = True
+    elif n == flows and base == 1:
+        every_frame = False
+    else:
+        tools = "denseflow writes N frames and N - 1 flows, the older tools (from 1) N - 1 of each"
+        raise RawframesError(f"{n} RGB frames and {flows} flows numbered from {base}: {tools}")
+    order = sorted(rgb)
+    convention = Convention(base, prefix, every_frame)
+    skip = 0 if every_frame else 1  # the older tools' first flow has no frame before it
+    return Frames(
+        str(folder),
+        convention,
+        [rgb[i] for i in order],
+        [fx[i] for i in sorted(fx)][skip:],
+        [fy[i] for i in sorted(fy)][skip:],
+    )
+
+
+def _read(folder: str, name: str) -> bytes:
+    with open(os.path.join(folder, name), "rb") as f:
+        return f.read()
+
+
+def check_jpeg(name: str, data: bytes) -> None:
+    """Raise :class:`RawframesError` unless ``data`` is a whole JPEG (start and end markers)."""
+    if not data:
+        raise RawframesError(f"{name} is empty")
+    if not data.startswith(JPEG_START):
+        raise RawframesError(f"{name} is not a JPEG (it starts {data[:8]!r})")
+    if not data.rstrip(b"\0").endswith(JPEG_END):
+        raise RawframesError(f"{name} is cut short (the JPEG has no end marker)")
+
+
+def decode(name: str, data: bytes, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    """One image of a frame folder, checked: a JPEG that is whole and decodes."""
+    check_jpeg(name, data)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if image is None:
+        raise RawframesError(f"{name} cannot be decoded as an image")
+    return image
+
+
+def probe(folder: str) -> Probe:
+    """Read a frame folder as ingest probes a video: its convention (:func:`scan`), then every
+    image decoded (at an eighth of the size, which reads all of the JPEG's data) and checked
+    to be whole, grey for flow, and one size throughout.
+
+    Raises:
+        RawframesError: the reason the folder is not a usable video.
+    """
+    frames = scan(folder)
+    first = decode(frames.rgb[0], _read(folder, frames.rgb[0]))
+    height, width = first.shape[:2]
+    flow = decode(frames.flow_x[0], _read(folder, frames.flow_x[0])) if frames.flow_x else None
+    if flow is not None and flow.ndim != 2:
+        raise RawframesError(
+            f"{frames.flow_x[0]} has {flow.shape[2]} channels; flow images are grey (one)"
+        )
+    if flow is not None and flow.shape != (height, width):
+        raise RawframesError(
+            f"the flows are {flow.shape[1]}x{flow.shape[0]} but the frames {width}x{height}"
+        )
+    sizes = {}
+    for kind, names, flags in (
+        ("frames", frames.rgb, cv2.IMREAD_REDUCED_COLOR_8),
+        ("flows", frames.flow_x + frames.flow_y, cv2.IMREAD_REDUCED_GRAYSCALE_8),
+    ):
+        for name in names:
+            shape = decode(name, _read(folder, name), flags).shape[:2]
+            if sizes.setdefault(kind, shape) != shape:
+                raise RawframesError(f"{name} is not the size of the other {kind}")
+    n = len(frames.rgb)
+    codec = f"rawframes {frames.convention.name}"
+    return Probe(n, n, 0.0, width, height, 0.0, 0.0, codec, 0)
+
+
+def dequantize(q: np.ndarray, bound: float, rounding: str = "round") -> np.ndarray:
+    """A tree's flow levels -> pixels, each level read as its middle: ``(q - z)·bound/127.5``
+    with ``z`` = 127.5 for ``round`` and 127 for ``floor`` (see the module docstring).
+
+    >>> dequantize(np.array([128, 255, 0], np.uint8), 20.0).astype(float).round(3).tolist()
+    [0.078, 20.0, -20.0]
+    """
+    zero = 127.5 if rounding == "round" else 127.0
+    return (q.astype(np.float32) - zero) * np.float32(bound / 127.5)
+
+
+# ---- the content hash of a folder (the flow stage's cache key) -----------------------------
+
+
+def _images(folder: str) -> list[str]:
+    return sorted(name for name in os.listdir(folder) if NAME.fullmatch(name))
+
+
+def folder_stat(folder: str) -> dict:
+    """What changes when a folder's images do: their count, total size, latest mtime."""
+    stats = [os.stat(os.path.join(folder, name)) for name in _images(folder)]
+    return {
+        "size": sum(s.st_size for s in stats),
+        "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
+        "files": len(stats),
+    }
+
+
+def folder_sha256(folder: str) -> str:
+    """SHA-256 of the folder's images: each name and its bytes, in name order."""
+    h = hashlib.sha256()
+    for name in _images(folder):
+        h.update(f"{name}\0{os.path.getsize(os.path.join(folder, name))}\0".encode())
+        with open(os.path.join(folder, name), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+# ---- mmaction2's list files ----------------------------------------------------------------
+
+LIST_SPLIT = re.compile(r"split_?0?(\d)")
+
+
+def read_list(path: Path) -> list[tuple[str, int, int]]:
+    """``(frame_dir, total_frames, label)`` of each line of an mmaction2 rawframes list
+    (``frame_dir total_frames label``; the frame dir may hold spaces)."""
+    rows = []
+    for number, line in enumerate(path.read_text("utf-8-sig").splitlines(), 1):
+        if not line.strip():
+            continue
+        m = re.fullmatch(r"\s*(.*?\S)\s+(\d+)\s+(\d+)\s*", line)
+        if m is None:
+            raise PipelineError(
+                f"{path}:{number}: {line!r} is not an mmaction2 rawframes line "
+                "(frame_dir total_frames label)"
+            )
+        rows.append((m.group(1), int(m.group(2)), int(m.group(3))))
+    return rows
+
+
+def write_list(path: str | Path, rows: list[tuple[str, int, int]]) -> None:
+    """An mmaction2 rawframes list, written atomically."""
+    from pipeline import contracts
+
+    contracts.write_text(path, "".join(f"{d} {n} {label}\n" for d, n, label in rows))
+
+
+def find_lists(folder: Path, split: int) -> dict[str, Path]:
+    """The mmaction2 list files in ``folder``, by our split: names with ``train``, ``test``
+    and ``val`` (mmaction2 calls UCF101's test split ``val``: it is ours when there is no
+    ``test`` list), ``split_N`` picking ``data.split`` where names carry one; lists of flow
+    counts (``flow`` in the name, which our exports write beside the RGB ones) are skipped.
+
+    Raises:
+        PipelineError: two lists for one split.
+    """
+    found: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
+    for path in sorted(folder.glob("*.txt")):
+        name = path.name.lower()
+        if "flow" in name or ((m := LIST_SPLIT.search(name)) and int(m.group(1)) != split):
+            continue
+        for kind in found:
+            if kind in name:
+                found[kind].append(path)
+    twice = {k: v for k, v in found.items() if len(v) > 1}
+    if twice:
+        k, v = next(iter(twice.items()))
+        raise PipelineError(
+            f"{len(v)} {k} lists in {folder} ({', '.join(p.name for p in v)}); keep one"
+        )
+    lists = {k: v[0] for k, v in found.items() if v}
+    if "test" not in lists and "val" in lists:
+        lists["test"] = lists.pop("val")
+    return lists
