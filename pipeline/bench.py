@@ -4,6 +4,7 @@
     python -m pipeline.bench reader [--seconds 20]
     python -m pipeline.bench train [--steps 20] [-S key=value ...]
     python -m pipeline.bench tvl1 [--pairs 8]
+    python -m pipeline.bench rawframes [--videos 8] [--frames 100]
 
 ``flow``: on the same 320×240 videos, frame pairs per second of (1) a bare
 ``DualTVL1OpticalFlow.calc`` loop on one core over frames decoded beforehand, (2) the flow stage
@@ -28,6 +29,13 @@ OpenCV on all cores (one process per core), and the keras engine (``pipeline.tvl
 of ``flow.batch`` pairs, after compiling) under every installed Keras backend, each in its own
 process, on whatever device that backend sees (a GPU when there is one). Ends with
 ``keras tvl1 speedup vs one opencv core: X.X (device)`` for the fastest keras run.
+
+``rawframes``: the cost of importing a denseflow frame tree (``data.layout: rawframes``) at
+340×256: folders per second through ingest's probe (every image decoded), and frame pairs per
+second through the flow stage's records with the flows copied (the tree's bound is ours) and
+quantised again (bound 32), with one worker and all cores. The flows are smooth random fields
+(what they hold does not change the cost). Ends with ``rawframes records pairs/s (flows
+copied, best): X.X``, to hold against TV-L1's pairs/s (``flow``, ``tvl1``).
 """
 
 from __future__ import annotations
@@ -392,6 +400,78 @@ def bench_train(overrides: list[str], stream: str, steps: int) -> None:
     print(f"train clips/s: {rate:.1f} ({device})")
 
 
+def _write_tree(root: Path, videos: int, frames: int) -> list[dict]:
+    """A denseflow tree of ``videos`` folders at 340×256 and its manifest rows."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for i in range(videos):
+        folder = root / "bench" / f"bench{i}"
+        folder.mkdir(parents=True)
+        for j, frame in enumerate(_scene(i, frames, 340, 256)):
+            cv2.imwrite(str(folder / f"img_{j:05d}.jpg"), frame)
+            if j < frames - 1:
+                for c in "xy":
+                    coarse = rng.normal(0, 4, (9, 11)).astype(np.float32)
+                    v = cv2.resize(coarse, (340, 256), interpolation=cv2.INTER_CUBIC)
+                    q = np.clip(np.round(255 * (np.clip(v, -20, 20) + 20) / 40), 0, 255)
+                    cv2.imwrite(str(folder / f"flow_{c}_{j:05d}.jpg"), q.astype(np.uint8))
+        rows.append({"video_id": folder.name, "path": str(folder), "label": 0, "frames": frames})
+    return rows
+
+
+def bench_rawframes(videos: int, frames: int) -> None:
+    from functools import partial
+
+    from pipeline import rawframes
+    from pipeline.flow_compute import rawframes_flow, rawframes_settings
+    from pipeline.ingest import probe_all
+
+    p = load_params().flow
+    cores = len(os.sched_getaffinity(0))
+    pairs = videos * (frames - 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rows = _write_tree(tmp, videos, frames)
+        contracts.encode_record(
+            video_id="warm",
+            label=0,
+            height=1,
+            width=1,
+            flow_bound=1.0,
+            rgb=[b""],
+            flow_x=[],
+            flow_y=[],
+            flow_engine="",
+            flow_params={},
+            cache_key="",
+        )  # fmt: skip  (imports TF)
+        print(
+            f"rawframes benchmark: {videos} denseflow folders x {frames} frames at 340x256 = "
+            f"{pairs} pairs, OpenCV {cv2.__version__}, {cores} cores"
+        )
+        for workers in (1, cores):
+            start = time.perf_counter()
+            probes = probe_all([Path(r["path"]) for r in rows], workers, 300, rawframes.probe)
+            assert all(not isinstance(v, str) for v in probes.values()), probes
+            rate = pairs / (time.perf_counter() - start)
+            print(f"ingest probe, {workers} worker(s):            {rate:8.1f} pairs/s")
+        rates = {}
+        for bound, kind in ((p.bound, "copied"), (32.0, "quantised again")):
+            for workers in (1, cores):
+                q = dataclasses.replace(p, workers=workers, size=None)
+                task = partial(rawframes_flow, source_bound=bound, rounding="round")
+                out = tmp / f"out_{bound}_{workers}"
+                start = time.perf_counter()
+                summary = run_flow(q, rows, out, tmp / "failed.csv", task=task,
+                                   settings=rawframes_settings(q, bound, "round"))  # fmt: skip
+                assert summary.computed == videos and not summary.failed
+                rates[bound, workers] = pairs / (time.perf_counter() - start)
+                label = f"records, flows {kind}, {workers} worker(s):"
+                print(f"{label:<40} {rates[bound, workers]:8.1f} pairs/s")
+        best = max(rates[p.bound, w] for w in (1, cores))
+        print(f"rawframes records pairs/s (flows copied, best): {best:.1f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Benchmarks that print measured numbers.")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -413,8 +493,13 @@ def main(argv: list[str] | None = None) -> None:
     tv.add_argument("--pairs", type=int, default=8)
     one = sub.add_parser("tvl1-rate")  # one keras measurement, run by `tvl1` per backend
     one.add_argument("pairs", type=int)
+    raw = sub.add_parser("rawframes", help="importing a denseflow tree: probe and records")
+    raw.add_argument("--videos", type=int, default=8)
+    raw.add_argument("--frames", type=int, default=100)
     args = parser.parse_args(argv)
-    if args.what == "tvl1":
+    if args.what == "rawframes":
+        bench_rawframes(args.videos, args.frames)
+    elif args.what == "tvl1":
         bench_tvl1(args.pairs)
     elif args.what == "tvl1-rate":
         rate, device = keras_tvl1_rate(args.pairs)

@@ -21,7 +21,10 @@ place for its writer and its readers alike. What each file is, who writes and wh
   stage) writes it from MatConvNet's file; train reads it (:func:`read_pretrained`).
 
 The raw videos and their split lists are the datasets' own formats (UCF101's, HMDB51's, a
-folder per class), read by ingest's listers; ``synthesize`` writes UCF101's.
+folder per class), read by ingest's listers; ``synthesize`` writes UCF101's. Frame folders of
+other tools (denseflow's, mmaction2's "rawframes") and their list files are read by ingest and
+flow, and written by ``python -m pipeline.export rawframes`` (a tool), through the one module
+that knows their names and levels, ``pipeline.rawframes``.
 
 Every writer here is atomic (:func:`atomic_path`): the file appears whole, under its final
 name, in one rename, so a reader never sees half of it and a killed stage leaves the previous

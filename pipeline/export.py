@@ -152,8 +152,10 @@ def export_rawframes(
         "mmaction2": {
             modality: {
                 "type": "RawframeDataset",
-                "ann_file": {s: str(out / v["rgb" if modality == "RGB" else "flow"])
-                             for s, v in lists.items()},
+                "ann_file": {
+                    s: str(out / v["rgb" if modality == "RGB" else "flow"])
+                    for s, v in lists.items()
+                },
                 "data_prefix": {"img": str(out)},
                 **fields,
                 "modality": modality,

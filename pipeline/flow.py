@@ -9,9 +9,15 @@ writes ``data/videos/<video_id>.tfrecord`` (``pipeline.contracts``), atomically.
 ``cluster.executor: ray`` the schedulers run the same work as Ray tasks and actors on a cluster
 (``pipeline.cluster``); this process still does everything else, so the records are the same.
 
+With ``data.layout: rawframes`` the videos are frame folders that another tool already computed
+flow for: each record is made from its folder's JPEGs (``flow_compute.rawframes_flow``: bytes
+copied, or flow levels quantised again from ``data.rawframes_bound``), by the same workers and
+with the same cache, and nothing is computed.
+
 Cache: ``data/videos/_cache.jsonl`` logs, per finished video, the key it was made with: a hash
-of the video's *content*, its id and label, and every value that shapes a record (``flow.size``,
-``bound``, ``jpeg_quality``, ``tvl1.*``, the engine and its library version). A record is
+of the video's *content* (a frame folder's: of its images), its id and label, and every value
+that shapes a record (``flow.size``, ``bound``, ``jpeg_quality``, ``tvl1.*``, the engine and
+its library version; for frame folders, their bound and rounding instead). A record is
 reused only under the same key, so a changed parameter recomputes everything and a changed
 video recomputes itself, while ``flow.workers`` and ``flow.max_failure_fraction`` (and a bare
 ``touch``) reuse everything. Records of videos no longer in the manifest are removed. A killed

@@ -10,20 +10,28 @@ Layouts (``data.layout``):
 - ``folder``: ``<root>/<Class>/<video>`` and no lists: test is split off by ``data.seed``.
   Videos may sit in sub-folders; symbolic links are followed; hidden files and folders
   (``.DS_Store``, macOS's ``._clip.mp4``) and ``__MACOSX`` are skipped.
+- ``rawframes``: frame folders that denseflow or the older dense_flow tools made and mmaction2
+  reads (``pipeline.rawframes``), listed by mmaction2 list files in ``data.lists``
+  (``frame_dir total_frames label``; ``train``, ``test`` or ``val`` in their names), or, with
+  none there, ``<root>/<Class>/<video>/`` split as ``folder`` is. Each folder's convention is
+  read off its file names and counts, and every image is decoded; the flow stage builds the
+  records from them without computing flow.
 
 Train/val (and the ``folder`` layout's test split) are drawn per class over *groups*, so that
 clips of one group (UCF101's ``_gXX_``; otherwise each video alone) never straddle two splits.
 
-Every candidate is decoded in full in a worker process (``pipeline.video``; in a ``pebble``
-pool, or as a Ray task with ``cluster.executor: ray``, ``pipeline.cluster``): a video that
-cannot be opened (with the true reason: empty, not a video, no video stream, a codec this
-build cannot decode, an MP4 without its index, a broken link), is
-truncated (its decodable stream ends clearly before the duration its container claims), has
-no or too few decodable frames, hangs (on Ray: past an alarm between packets, which a
-decoder stuck inside one call does not hear), or crashes its decoder is written to
-``data/rejected.csv`` with the reason, and the stage goes on. It stops, leaving no outputs,
-when the root is empty, a class or split ends up without usable videos, or more than
-``data.max_rejected_fraction`` of the candidates were rejected.
+Every candidate (a frame folder: every image of it) is decoded in full in a worker process
+(``pipeline.video``, ``pipeline.rawframes``; in a ``pebble`` pool, or as a Ray task with
+``cluster.executor: ray``, ``pipeline.cluster``): a video that cannot be opened (with the true
+reason: empty, not a video, no video stream, a codec this build cannot decode, an MP4 without
+its index, a broken link; a frame folder with missing, cut or unreadable images, gaps or
+counts no tool writes), is truncated (its decodable stream ends clearly before the duration
+its container claims), has no or too few decodable frames (or not the frames its list line
+counts), hangs (on Ray: past an alarm between packets, which a decoder stuck inside one call
+does not hear), or crashes its decoder is written to ``data/rejected.csv`` with the reason,
+and the stage goes on. It stops, leaving no outputs, when the root is empty, a class or split
+ends up without usable videos, or more than ``data.max_rejected_fraction`` of the candidates
+were rejected.
 
 Outputs: ``data/manifest.csv`` (``contracts.MANIFEST_COLUMNS``: what decodes and what the
 container claimed, the size as displayed, the average fps, the codec), ``data/classes.txt``

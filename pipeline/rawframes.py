@@ -154,8 +154,8 @@ def scan(folder: str | Path) -> Frames:
     rgb, fx, fy = found["img"], found[f"{prefix}x"], found[f"{prefix}y"]
     if not rgb:
         raise RawframesError(
-            "flow images but no RGB frames (img_*.jpg); denseflow writes those in a run of "
-            "their own (denseflow -s 0)"
+            "flow images but no RGB frames (img_*.jpg): write those too (denseflow: a run "
+            "with -s 0; mmaction2's flow_extraction.py: --save-rgb)"
         )
     if not fx and not fy:
         raise RawframesError(

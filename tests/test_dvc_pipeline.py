@@ -334,6 +334,54 @@ def test_class_names_with_spaces_and_any_script_end_to_end(folder_project):
     assert sorted(name for name, _ in ranked) == sorted(CLASSES), out
 
 
+@pytest.fixture(scope="module")
+def rawframes_project(project, tmp_path_factory):
+    """The project's records exported as an mmaction2 frame tree (python -m pipeline.export),
+    and a second project that imports that tree (data.layout: rawframes) up to the shards."""
+    _run(project, "dvc", "repro", "shard")  # nothing to do if the project ran already
+    dst = tmp_path_factory.mktemp("rawframes_project")
+    _run(project, sys.executable, "-m", "pipeline.export", "rawframes", str(dst / "frames"),
+         "--convention", "mmaction2")  # fmt: skip
+
+    def frames(params):
+        params["data"].update(layout="rawframes", root="frames", lists="frames", min_frames=8)
+
+    _scratch_project(dst, frames)
+    out = _run(dst, "dvc", "repro", "shard")
+    assert "flow: 16 videos (0 reused from cache, 16 computed, 0 failed), 240 pairs" in out
+    return dst
+
+
+def test_a_frame_tree_through_dvc_gives_the_records_it_was_exported_from(
+    project, rawframes_project
+):
+    from pipeline import contracts
+
+    p = rawframes_project
+    with open(p / "data/manifest.csv") as f:
+        rows = list(csv.DictReader(f))
+    with open(project / "data/manifest.csv") as f:
+        before = {r["video_id"]: (r["split"], r["label"]) for r in csv.DictReader(f)}
+    assert {r["video_id"]: (r["split"], r["label"]) for r in rows} == before
+    assert {r["codec"] for r in rows} == {"rawframes mmaction2"}
+    for row in rows:
+        ours = contracts.decode_record(
+            next(contracts.read_records(p / f"data/videos/{row['video_id']}.tfrecord"))
+        )
+        theirs = contracts.decode_record(
+            next(contracts.read_records(project / f"data/videos/{row['video_id']}.tfrecord"))
+        )
+        for key in ("rgb", "flow_x", "flow_y"):
+            assert ours[key] == theirs[key]
+        assert ours["flow_params"]["source"]["convention"].startswith("mmaction2: img_, x_")
+    params = yaml.safe_load((p / "params.yaml").read_text())
+    params["flow"]["tvl1"]["warps"] = 3  # declared by flow, but not what a tree's records hold
+    (p / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _run(p, "dvc", "repro", "shard")
+    assert "flow: 16 videos (16 reused from cache, 0 computed, 0 failed)" in out
+    assert "Stage 'shard' didn't change" in out
+
+
 def _declared(stage):
     return set(stage.get("params", []))
 
@@ -348,9 +396,11 @@ def _leaves(params, key):
     return {leaf for k in node for leaf in _leaves(params, f"{key}.{k}")}
 
 
-def test_every_stage_declares_exactly_the_params_it_reads(project, folder_project):
+def test_every_stage_declares_exactly_the_params_it_reads(
+    project, folder_project, rawframes_project
+):
     """Every stage run in this module logged the keys it read (pipeline/params.py: READS_LOG).
-    Over all runs (both layouts, both flow engines, several fusions) each stage must declare in
+    Over all runs (three layouts, both flow engines, several fusions) each stage must declare in
     dvc.yaml every key it read, and read every key (every key of a section) it declares; the
     keys that only steer a run (RUN_ONLY) must be read by nobody's declaration."""
     _run(project, "dvc", "repro")
