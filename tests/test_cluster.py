@@ -24,6 +24,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
@@ -224,6 +225,49 @@ def test_flow_on_ray_writes_the_local_records_and_resumes_from_the_cache(two_nod
         fp, rows, tmp_path / "ray", tmp_path / "rf.csv", scheduler=scheduler, settings=settings
     )
     assert (again.reused, again.computed) == (4, 0)
+
+
+def test_frame_folders_on_ray_give_the_local_manifest_and_records(
+    two_nodes, tmp_path, raw_params, monkeypatch
+):
+    """data.layout: rawframes on the cluster: the probes and the records (flows quantised
+    again from a bound of 32: the work a Ray task does) are the local ones."""
+    _, c = two_nodes
+    root, rng = tmp_path / "frames", np.random.default_rng(0)
+    for name in ("Ape", "Bat"):
+        for i in range(3):
+            folder = root / name / f"v_{name}_g0{i}_c01"
+            folder.mkdir(parents=True)
+            for j in range(6):
+                image = rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)
+                cv2.imwrite(str(folder / f"img_{j:05d}.jpg"), image)
+                for axis in "xy" if j < 5 else "":
+                    flow = rng.integers(90, 166, (32, 40), dtype=np.uint8)
+                    cv2.imwrite(str(folder / f"flow_{axis}_{j:05d}.jpg"), flow)
+    (root / "Bat" / "v_Bat_g00_c01" / "img_00002.jpg").write_bytes(b"broken")
+    raw_params["data"].update(layout="rawframes", root=str(root), lists=str(root), min_frames=4)
+    raw_params["data"].update(workers=2, max_rejected_fraction=0.5, test_fraction=0.4)
+    raw_params["data"].update(rawframes_bound=32.0)
+    raw_params["flow"].update(workers=2, size=None)
+    params = parse_params(raw_params)
+    local = ing.ingest(params.data)
+    on_ray = ing.ingest(params.data, executor=cluster.RayExecutor(c))
+    assert (
+        [(Path(r.path).name, r.reason) for r in on_ray[2]]
+        == [("v_Bat_g00_c01", "img_00002.jpg is not a JPEG (it starts b'broken')")]
+        == [(Path(r.path).name, r.reason) for r in local[2]]
+    )
+    for where, executor in (("local", dataclasses.replace(c, executor="local")), ("ray", c)):
+        ing.write_outputs(tmp_path / where / "data", *(local if where == "local" else on_ray))
+        monkeypatch.chdir(tmp_path / where)
+        rows = contracts.read_manifest()
+        summary = fl.run_flow_on(params.flow, executor, rows, params.data)
+        assert (summary.computed, summary.failed) == (5, [])
+    manifest = contracts.MANIFEST
+    assert (tmp_path / "local" / manifest).read_bytes() == (
+        tmp_path / "ray" / manifest
+    ).read_bytes()
+    _same_records(tmp_path / "local/data/videos", tmp_path / "ray/data/videos", rows)
 
 
 def test_a_node_lost_mid_run_loses_nothing_and_writes_nothing_twice(
