@@ -141,9 +141,11 @@ def scan(folder: str | Path) -> Frames:
     except OSError as exc:
         raise RawframesError(f"the folder cannot be read ({exc.strerror})") from exc
     found: dict[str, dict[int, str]] = {k: {} for k in ("img", "flow_x", "flow_y", "x", "y")}
-    for name in listing:
+    for name in sorted(listing):
         if m := NAME.fullmatch(name):
-            found[m.group(1)][int(m.group(2))] = name
+            kind, number = m.group(1), int(m.group(2))
+            if (other := found[kind].setdefault(number, name)) != name:
+                raise RawframesError(f"two images numbered {number}: {other} and {name}")
     if not any(found.values()):
         raise RawframesError(
             "no frame images in the folder (img_*.jpg with flow_x_*.jpg or x_*.jpg)"

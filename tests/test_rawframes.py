@@ -272,6 +272,8 @@ def test_bad_folders_are_rejected_with_their_reason_and_the_rest_imported(
     for name in os.listdir(folder(16)):
         if name.startswith("img_"):
             (folder(16) / name).unlink()
+    (folder(18) / "img_00003.jpg").rename(folder(18) / "img_0003.JPG")
+    (folder(18) / "img_3.jpg").write_bytes((folder(18) / "img_00004.jpg").read_bytes())
     empty = root / direct[ids[12]]["row"]["class_name"] / "v_empty_g99_c01"
     empty.mkdir()
     (empty / "notes.txt").write_text("")
@@ -292,11 +294,12 @@ def test_bad_folders_are_rejected_with_their_reason_and_the_rest_imported(
         ids[3]: "10 RGB frames and 11 flows numbered from 1: denseflow writes N frames and "
         "N - 1 flows, the older tools (from 1) N - 1 of each",
         ids[10]: "img_00004.jpg and 8 more missing (img_ images numbered 0..20)",
+        ids[18]: "two images numbered 3: img_0003.JPG and img_3.jpg",
         ids[16]: "flow images but no RGB frames (img_*.jpg): write those too (denseflow: a run "
         "with -s 0; mmaction2's flow_extraction.py: --save-rgb)",
         "v_empty_g99_c01": "no frame images in the folder (img_*.jpg with flow_x_*.jpg or x_*.jpg)",
     }
-    assert len(rows) == len(direct) - 9  # the rest imported
+    assert len(rows) == len(direct) - 10  # the rest imported
     with pytest.raises(rawframes.RawframesError, match="flow_x_00000.jpg has 3 channels"):
         colour = folder(14)
         grey = _grey((colour / "flow_x_00000.jpg").read_bytes())
