@@ -107,8 +107,14 @@ def _record_reads(log: str) -> None:
 
 
 MOTIONS = ("up", "down", "shake", "grow", "shrink")
-"""Motions of the synthetic dataset, in the order ``synthetic.motions`` takes them. A
+"""Motions of the synthetic dataset, in the order ``synthetic.motions: M`` takes them. A
 horizontal mirror leaves each one unchanged, so flip augmentation never changes a label."""
+
+ORDER_MOTIONS = ("updown", "downup")
+"""Motions whose class is their order, which ``synthetic.motions`` may name in a list: up then
+down, and down then up (each reverses halfway). A "downup" video is the frames of an "updown"
+one rolled by half its length, so a single frame or snippet cannot tell the two apart; only a
+temporal fusion that keeps the order of snippets can."""
 
 MAX_COLORS = 6
 """Most object colours the synthetic dataset can draw at one grey level and still tell apart."""
@@ -136,14 +142,28 @@ class SyntheticParams(_Section, name="synthetic"):
 
     seed: int = field(metadata=_between(0))
     colors: int = field(metadata=_between(2, MAX_COLORS))
-    motions: int = field(metadata=_between(1, len(MOTIONS)))
+    motions: int | list[str] = field(metadata=_between(1, len(MOTIONS)))
     videos_per_class: int = field(metadata=_between(2, 10_000))
     frames: int = field(metadata=_between(2, 10_000))
     size: int = field(metadata=_between(32, 1024))
     test_fraction: float = field(metadata=_between(0.0, 0.9))
     out: str
 
+    def motion_names(self) -> list[str]:
+        """The motions of the classes: the first ``M`` of :data:`MOTIONS`, or the list."""
+        if isinstance(self.motions, int):
+            return list(MOTIONS[: self.motions])
+        return list(self.motions)
+
     def _check(self) -> list[str]:
+        if isinstance(self.motions, list):
+            known = MOTIONS + ORDER_MOTIONS
+            bad = [m for m in self.motions if m not in known]
+            if bad or not self.motions or len(set(self.motions)) < len(self.motions):
+                return [
+                    f"synthetic.motions: got {self.motions}; allowed: a number of motions "
+                    f"(1..{len(MOTIONS)}) or a list of distinct names from {', '.join(known)}"
+                ]
         n_test = round(self.videos_per_class * self.test_fraction)
         if n_test < 1 or n_test >= self.videos_per_class:
             return [

@@ -212,11 +212,11 @@ def report(params: Params, metrics_dir: Path = METRICS_DIR, out_dir: Path = REPO
     hlines = {}
     if is_synthetic(params):
         s = params.synthetic
-        check = synthetic_check(metrics, s.colors, s.motions)
+        check = synthetic_check(metrics, s.colors, len(s.motion_names()))
         parts += [
             "",
-            f"## The paper's point on the synthetic data ({s.colors} colours x {s.motions} "
-            f"motions, synthetic.seed {s.seed})",
+            f"## The paper's point on the synthetic data ({s.colors} colours x "
+            f"{len(s.motion_names())} motions, synthetic.seed {s.seed})",
             "",
             *check_lines(check, metrics),
         ]

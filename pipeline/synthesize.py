@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.params import MAX_COLORS, MOTIONS, PipelineError, SyntheticParams, load_params
+from pipeline.params import MAX_COLORS, PipelineError, SyntheticParams, load_params
 
 GREY = 150
 """Grey level (OpenCV's BGR->GRAY) of every object colour."""
@@ -81,12 +81,16 @@ def _equal_grey_palette(grey: float = GREY) -> dict[str, np.ndarray]:
 PALETTE = _equal_grey_palette()
 
 
+MOTION_NAMES = {"updown": "UpDown", "downup": "DownUp"}
+"""How a motion is spelled in a class name (otherwise: capitalised)."""
+
+
 def class_names(p: SyntheticParams) -> list[str]:
     """Class names in label order, colour-major: ``RedUp, RedDown, ..., GreenUp, ...``."""
     return [
-        f"{c.capitalize()}{m.capitalize()}"
+        f"{c.capitalize()}{MOTION_NAMES.get(m, m.capitalize())}"
         for c in PALETTE_NAMES[: p.colors]
-        for m in MOTIONS[: p.motions]
+        for m in p.motion_names()
     ]
 
 
@@ -98,6 +102,7 @@ class _Object:
     radius: float  # output pixels at t = 0
     motion: str | None  # None: static
     speed: float  # output pixels per frame (edge speed for grow/shrink)
+    turn: int = 0  # updown: the frame where it turns (half the video)
 
     def pose(self, t: int) -> tuple[np.ndarray, float]:
         """Centre and radius at frame ``t``."""
@@ -106,6 +111,8 @@ class _Object:
             c[1] -= v * t
         elif self.motion == "down":
             c[1] += v * t
+        elif self.motion == "updown":  # up to the turn, then down (back to the start)
+            c[1] -= v * (t if t <= self.turn else 2 * self.turn - t)
         elif self.motion == "shake":  # triangle wave at speed v: 3 frames right, 6 left, 3 back
             ph = (t % 12) / 12.0
             c[0] += 3 * v * (4 * ph if ph < 0.25 else 2 - 4 * ph if ph < 0.75 else 4 * ph - 4)
@@ -158,6 +165,8 @@ def _layout(rng: np.random.Generator, p: SyntheticParams, mover: int, motion: st
                     radius = rng.uniform(0.05, 0.07) * size
                     if motion == "shrink":
                         radius += speed * (frames - 1)
+                elif moving and motion == "updown":
+                    speed = min(rng.uniform(0.6, 1.0), travel / max(frames // 2, 1))
                 elif moving:
                     speed = min(rng.uniform(0.6, 1.0), travel / max(frames - 1, 1))
                 obj = _Object(
@@ -167,6 +176,7 @@ def _layout(rng: np.random.Generator, p: SyntheticParams, mover: int, motion: st
                     radius=radius,
                     motion=motion if moving else None,
                     speed=speed,
+                    turn=frames // 2,
                 )
                 box = obj.box(frames) + np.array([-2, -2, 2, 2])  # 2 px of texture between
                 inside = box[0] >= 0 and box[1] >= 0 and box[2] <= size and box[3] <= size
@@ -197,9 +207,19 @@ def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def render_video(p: SyntheticParams, label: int, index: int) -> np.ndarray:
     """Frames (F, H, W, 3) of video ``index`` of class ``label``, RGB uint8; pure in its inputs."""
-    rng = np.random.default_rng([p.seed, label, index])
-    mover, motion = divmod(label, p.motions)
-    objects = _layout(rng, p, mover, MOTIONS[motion])
+    names = p.motion_names()
+    mover, motion = divmod(label, len(names))
+    return render(p, mover, names[motion], [p.seed, label, index])
+
+
+def render(p: SyntheticParams, mover: int, motion: str, seed: list[int]) -> np.ndarray:
+    """Frames (F, H, W, 3) of a video whose object of colour ``mover`` does ``motion``, the
+    scene drawn from ``seed``. ``downup`` is the ``updown`` video of the same seed with its
+    frames rolled by half: down from the top, then up (``params.ORDER_MOTIONS``)."""
+    if motion == "downup":
+        return np.roll(render(p, mover, "updown", seed), -(p.frames // 2), axis=0)
+    rng = np.random.default_rng(seed)
+    objects = _layout(rng, p, mover, motion)
     s = SUPERSAMPLE
     background = cv2.resize(
         _texture(rng, p.size), (p.size * s, p.size * s), interpolation=cv2.INTER_NEAREST
@@ -289,7 +309,7 @@ def main() -> None:
     except PipelineError as exc:
         sys.exit(f"synthesize: {exc}")
     print(
-        f"synthesize: wrote {p.out} ({p.colors} colours x {p.motions} motions x "
+        f"synthesize: wrote {p.out} ({p.colors} colours x {len(p.motion_names())} motions x "
         f"{p.videos_per_class} videos; look at {p.out}/preview.png)"
     )
 

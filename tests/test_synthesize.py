@@ -4,8 +4,15 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.params import MOTIONS, parse_params
-from pipeline.synthesize import PALETTE, PALETTE_NAMES, class_names, render_video, synthesize
+from pipeline.params import MOTIONS, ParamsError, parse_params
+from pipeline.synthesize import (
+    PALETTE,
+    PALETTE_NAMES,
+    class_names,
+    render,
+    render_video,
+    synthesize,
+)
 
 
 @pytest.fixture
@@ -101,3 +108,39 @@ def test_impossible_layout_says_what_to_change(raw_params):
     p = parse_params(raw_params).synthetic
     with pytest.raises(RuntimeError, match="raise synthetic.size"):
         render_video(p, 0, 0)
+
+
+def test_order_motions_differ_only_in_their_order(raw_params):
+    """updown and downup (params.ORDER_MOTIONS): the same frames, rolled by half the video, so
+    a single frame, or a single pair of frames (what one flow sees), is distributed alike in
+    the two classes; only the order of the snippets tells them apart."""
+    raw_params["synthetic"].update(
+        colors=2, motions=["updown", "downup"], videos_per_class=4, frames=12, size=64
+    )
+    p = parse_params(raw_params).synthetic
+    assert class_names(p) == ["RedUpDown", "RedDownUp", "GreenUpDown", "GreenDownUp"]
+    for mover in range(2):
+        up_down = render(p, mover, "updown", [0, 7])
+        down_up = render(p, mover, "downup", [0, 7])
+        np.testing.assert_array_equal(down_up, np.roll(up_down, -6, axis=0))
+        pairs = [{(a.tobytes(), b.tobytes()) for a, b in zip(v[:-1], v[1:], strict=True)}
+                 for v in (up_down, down_up)]  # fmt: skip
+        assert len(pairs[0] ^ pairs[1]) == 2  # one pair each: where the roll cut
+        for frames, first in ((up_down, "up"), (down_up, "down")):
+            masks = np.stack([_colour_mask(f, PALETTE_NAMES[mover]) for f in frames])
+            ys = np.array([np.nonzero(m)[0].mean() for m in masks])
+            steps = np.sign(np.diff(ys).round(1))
+            sign = -1 if first == "up" else 1
+            assert (steps[:5] == sign).all() and (steps[6:] == -sign).all(), ys
+    # labels: colour-major, the listed motions in order
+    frames = render_video(p, 3, 0)  # GreenDownUp
+    masks = np.stack([_colour_mask(f, "green") for f in frames])
+    ys = np.array([np.nonzero(m)[0].mean() for m in masks])
+    assert ys[5] > ys[0] + 3 and ys[-1] < ys[6] - 3
+
+
+@pytest.mark.parametrize("motions", [["updown", "sideways"], [], ["up", "up"], 6, 0])
+def test_bad_motions_are_refused(raw_params, motions):
+    raw_params["synthetic"]["motions"] = motions
+    with pytest.raises(ParamsError, match="synthetic.motions"):
+        parse_params(raw_params)
