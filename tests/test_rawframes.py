@@ -172,11 +172,11 @@ def direct(tiny_project):
 
 @pytest.fixture(scope="module")
 def some(tiny_project, direct):
-    """Six videos of each class with the flows (in pixels) their records were made from."""
+    """Four videos of each class with the flows (in pixels) their records were made from."""
     by_class: dict[str, list[str]] = {}
     for vid, rec in sorted(direct.items()):
         by_class.setdefault(rec["row"]["class_name"], []).append(vid)
-    ids = [vid for vids in by_class.values() for vid in vids[:6]]
+    ids = [vid for vids in by_class.values() for vid in vids[:4]]
     return {vid: direct[vid] for vid in ids}, float_flows(tiny_project, ids)
 
 
@@ -238,8 +238,9 @@ def test_trees_of_every_convention_give_the_clips_of_the_same_frames(
     # one below (the tie goes to theirs, so its bytes are copied); at another bound the level
     # is read as its middle and quantised again. The trees' JPEGs (quality 95, as denseflow
     # writes them), ours when the levels change, and TF's decoder move a value by a level
-    # or two more where the flow has an edge. Measured here: within one level 89.8 % (bound
-    # 20), 87.0 % (bound 32) and 100 % (floor, whose level + 1 is exactly ours) of the values.
+    # or two more where the flow has an edge. Measured here: within one level 89.3 % (bound
+    # 20), 86.6 % (bound 32) and 100 % (floor, whose level + 1 is exactly ours) of the values,
+    # 3, 4 and 1 levels at most; the records' own JPEGs keep 99.7 % of our levels exactly.
     assert (diffs <= 1).mean() >= 0.85 and diffs.mean() < 1.1
     if rounding == "floor":
         assert diffs.max() <= 1
