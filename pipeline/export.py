@@ -20,8 +20,8 @@ with the flow count, which flow configs need), ``classes.txt`` (the names of the
 ``start_index`` an mmaction2 config sets to read them.
 
 Each video is written to ``<video_id>.tmp`` and renamed when whole, with its record's cache
-key in a hidden ``.twostream`` file: a killed export, run again, keeps the videos it finished
-and redoes only the rest (and any whose record changed since).
+key and the convention in a hidden ``.twostream`` file: a killed export, run again, keeps the
+videos it finished and redoes only the rest (and any whose record or convention changed).
 """
 
 from __future__ import annotations
@@ -72,14 +72,20 @@ def write_video(folder: Path, record: dict, convention: Convention) -> None:
         nx, ny = convention.flow_names(i)
         (tmp / nx).write_bytes(x)
         (tmp / ny).write_bytes(y)
-    (tmp / MARK).write_text(record["cache_key"] + "\n", encoding="utf-8")
+    (tmp / MARK).write_text(_mark(record, convention), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)  # an older export of a record since changed
     tmp.rename(folder)
 
 
-def _done(folder: Path, key: str) -> bool:
+def _mark(record: dict, convention: Convention) -> str:
+    return f"{record['cache_key']} {convention.name}\n"
+
+
+def _done(folder: Path, record: dict, convention: Convention) -> bool:
+    """Whether ``folder`` is this record, whole, in this convention (a killed export run
+    again, even with another ``--convention``, redoes the rest)."""
     mark = folder / MARK
-    return mark.is_file() and mark.read_text(encoding="utf-8").strip() == key
+    return mark.is_file() and mark.read_text(encoding="utf-8") == _mark(record, convention)
 
 
 def export_rawframes(
@@ -121,9 +127,14 @@ def export_rawframes(
                 for serialized in contracts.read_records(path):
                     record = contracts.decode_record(serialized)
                     bounds.add(record["flow_bound"])
+                    if len(bounds) > 1:
+                        raise ExportError(
+                            f"the records were made with different flow bounds {sorted(bounds)}"
+                            f" ({record['video_id']}): re-run the flow stage"
+                        )
                     rel = f"{folders[record['label']]}/{record['video_id']}"
                     folder = out / rel
-                    if not _done(folder, record["cache_key"]):
+                    if not _done(folder, record, conv):
                         write_video(folder, record, conv)
                         written += 1
                     rgb_lines.append((rel, len(record["rgb"]), record["label"]))
@@ -133,8 +144,6 @@ def export_rawframes(
             rawframes.write_list(out / names[0], sorted(rgb_lines))
             rawframes.write_list(out / names[1], sorted(flow_lines))
             lists[split] = {"rgb": names[0], "flow": names[1], "videos": len(rgb_lines)}
-    if len(bounds) != 1:
-        raise ExportError(f"the records were made with different flow bounds {sorted(bounds)}")
     contracts.write_classes(out / "classes.txt", classes)
     bound = bounds.pop()
     meta = {

@@ -297,7 +297,8 @@ def _rawframes_classes(lists: Path, rows: dict[str, list[tuple[str, int, int]]])
         folders: dict[int, set[str]] = {}
         for lines in rows.values():
             for frame_dir, _, label in lines:
-                parts = frame_dir.replace("\\", "/").split("/")
+                path = Path(frame_dir)  # under the root: its first folder; else its parent's
+                parts = path.parts if not path.is_absolute() else (path.parent.name, path.name)
                 folders.setdefault(label, set()).add(parts[0] if len(parts) > 1 else "")
         names = [
             next(iter(folders[i])) if len(folders.get(i, ())) == 1 and "" not in folders[i]
@@ -308,9 +309,21 @@ def _rawframes_classes(lists: Path, rows: dict[str, list[tuple[str, int, int]]])
             names = [f"class_{i}" for i in range(count)]
     if len(names) < count:
         raise IngestError(
-            f"the lists in {lists} use label {count - 1}, but its class names hold {len(names)}"
+            f"the lists in {lists} use labels up to {count - 1}, but its class names file "
+            f"holds {len(names)} names; add the missing ones"
         )
     return names
+
+
+def _frame_dir(frame_dir: str, root: Path) -> str:
+    """A list's frame dir with ``/`` separators, relative to ``root`` when it lies under it."""
+    path = Path(frame_dir.replace("\\", "/"))
+    if path.is_absolute():
+        with contextlib.suppress(ValueError):
+            return path.relative_to(root.resolve()).as_posix()
+        with contextlib.suppress(ValueError):
+            return path.relative_to(root.absolute()).as_posix()
+    return path.as_posix()
 
 
 def list_rawframes(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejection]]:
@@ -322,6 +335,12 @@ def list_rawframes(p: DataParams) -> tuple[list[str], list[Candidate], list[Reje
     except PipelineError as exc:
         raise IngestError(str(exc)) from exc
     if not files:
+        if lists.resolve() != root.resolve():
+            raise IngestError(
+                f"no mmaction2 list files in data.lists = {p.lists!r} (*.txt with train and "
+                "test or val in their names); point data.lists at them, or set it to data.root "
+                "to split the <root>/<Class>/<video>/ folders by groups"
+            )
         return _rawframes_tree(p, root)
     if "train" not in files or "test" not in files:
         raise IngestError(
@@ -334,11 +353,15 @@ def list_rawframes(p: DataParams) -> tuple[list[str], list[Candidate], list[Reje
         rows = {split: rawframes.read_list(path) for split, path in files.items()}
     except PipelineError as exc:
         raise IngestError(str(exc)) from exc
+    rows = {
+        split: [(_frame_dir(d, root), n, label) for d, n, label in lines]
+        for split, lines in rows.items()
+    }
     classes = _rawframes_classes(lists, rows)
     found, missing = [], []
     for split, lines in rows.items():
         for frame_dir, total, label in lines:
-            rel = frame_dir.replace("\\", "/")
+            rel = frame_dir
             folder, name = (Path(rel) if Path(rel).is_absolute() else root / rel), classes[label]
             if not folder.is_dir():
                 why = f"listed in {files[split].name} but no such folder"

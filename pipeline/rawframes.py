@@ -221,38 +221,68 @@ def decode(name: str, data: bytes, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndar
     return image
 
 
+def jpeg_size(name: str, data: bytes) -> tuple[int, int, int]:
+    """``(width, height, components)`` from a JPEG's frame header (its SOF marker).
+
+    Raises:
+        RawframesError: no frame header before the image data.
+    """
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            break
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            return width, height, data[i + 9]
+        if marker == 0xDA:  # the image data starts: no frame header came before it
+            break
+        i += 2 + length
+    raise RawframesError(f"{name} is not a readable JPEG (no frame header)")
+
+
 def probe(folder: str) -> Probe:
     """Read a frame folder as ingest probes a video: its convention (:func:`scan`), then every
-    image decoded (at an eighth of the size, which reads all of the JPEG's data) and checked
-    to be whole, grey for flow, and one size throughout.
+    image checked to be a whole JPEG whose header gives the frames' size (RGB: three
+    components, or one; flow: one, grey) and decoded (at an eighth of the size, which reads
+    all of the JPEG's data).
 
     Raises:
         RawframesError: the reason the folder is not a usable video.
     """
     frames = scan(folder)
-    first = decode(frames.rgb[0], _read(folder, frames.rgb[0]))
-    height, width = first.shape[:2]
-    flow = decode(frames.flow_x[0], _read(folder, frames.flow_x[0])) if frames.flow_x else None
-    if flow is not None and flow.ndim != 2:
-        raise RawframesError(
-            f"{frames.flow_x[0]} has {flow.shape[2]} channels; flow images are grey (one)"
-        )
-    if flow is not None and flow.shape != (height, width):
-        raise RawframesError(
-            f"the flows are {flow.shape[1]}x{flow.shape[0]} but the frames {width}x{height}"
-        )
-    sizes = {}
+    size = None
     for kind, names, flags in (
-        ("frames", frames.rgb, cv2.IMREAD_REDUCED_COLOR_8),
-        ("flows", frames.flow_x + frames.flow_y, cv2.IMREAD_REDUCED_GRAYSCALE_8),
+        ("frame", frames.rgb, cv2.IMREAD_REDUCED_COLOR_8),
+        ("flow", frames.flow_x + frames.flow_y, cv2.IMREAD_REDUCED_GRAYSCALE_8),
     ):
         for name in names:
-            shape = decode(name, _read(folder, name), flags).shape[:2]
-            if sizes.setdefault(kind, shape) != shape:
-                raise RawframesError(f"{name} is not the size of the other {kind}")
+            data = _read(folder, name)
+            check_jpeg(name, data)
+            width, height, components = jpeg_size(name, data)
+            if kind == "flow" and components != 1:
+                raise RawframesError(
+                    f"{name} has {components} colour components; flow images are grey (one)"
+                )
+            if kind == "frame" and components not in (1, 3):
+                raise RawframesError(f"{name} has {components} colour components (CMYK?)")
+            if size is None:
+                size = (width, height)
+            elif (width, height) != size:
+                first = frames.rgb[0]
+                raise RawframesError(
+                    f"{name} is {width}x{height}, {first} {size[0]}x{size[1]}: a folder's "
+                    "frames and flows are all one size"
+                )
+            decode(name, data, flags)
     n = len(frames.rgb)
     codec = f"rawframes {frames.convention.name}"
-    return Probe(n, n, 0.0, width, height, 0.0, 0.0, codec, 0)
+    return Probe(n, n, 0.0, size[0], size[1], 0.0, 0.0, codec, 0)
 
 
 def dequantize(q: np.ndarray, bound: float, rounding: str = "round") -> np.ndarray:
@@ -296,7 +326,14 @@ def folder_sha256(folder: str) -> str:
 
 # ---- mmaction2's list files ----------------------------------------------------------------
 
-LIST_SPLIT = re.compile(r"split_?0?(\d)")
+LIST_SPLIT = re.compile(r"(?:split|list)_?0*(\d+)(?:_|$)")
+
+
+def _tokens(name: str) -> list[str]:
+    """``ucf101_train_split_1_rawframes.txt`` -> ``[ucf101, train, split, 1, rawframes]``;
+    ``trainlist01.txt`` -> ``[trainlist01]``."""
+    stem = name.lower().rsplit(".", 1)[0]
+    return [t for t in re.split(r"[^a-z0-9]+", stem) if t]
 
 
 def read_list(path: Path) -> list[tuple[str, int, int]]:
@@ -324,22 +361,31 @@ def write_list(path: str | Path, rows: list[tuple[str, int, int]]) -> None:
 
 
 def find_lists(folder: Path, split: int) -> dict[str, Path]:
-    """The mmaction2 list files in ``folder``, by our split: names with ``train``, ``test``
-    and ``val`` (mmaction2 calls UCF101's test split ``val``: it is ours when there is no
-    ``test`` list), ``split_N`` picking ``data.split`` where names carry one; lists of flow
-    counts (``flow`` in the name, which our exports write beside the RGB ones) are skipped.
+    """The mmaction2 list files in ``folder``, by our split: names with the word ``train``,
+    ``test`` or ``val`` (mmaction2 calls UCF101's test split ``val``: it is ours when there is
+    no ``test`` list). Where names carry a split (``split_1``, ``split1``, ``list01``) only
+    ``data.split``'s count; where one split has a ``rawframes`` list and others (mmaction2's
+    ``*_videos.txt``), the ``rawframes`` one; lists of flow counts (the word ``flow``, which our
+    exports write beside the RGB ones) and of videos are skipped.
 
     Raises:
         PipelineError: two lists for one split.
     """
     found: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
     for path in sorted(folder.glob("*.txt")):
-        name = path.name.lower()
-        if "flow" in name or ((m := LIST_SPLIT.search(name)) and int(m.group(1)) != split):
+        words = _tokens(path.name)
+        if "flow" in words or "videos" in words:
+            continue
+        number = LIST_SPLIT.search("_".join(words))
+        if number and int(number.group(1)) != split:
             continue
         for kind in found:
-            if kind in name:
+            if kind in words:
                 found[kind].append(path)
+    for kind, paths in found.items():
+        raw = [p for p in paths if "rawframes" in _tokens(p.name)]
+        if len(paths) > 1 and raw:
+            found[kind] = raw
     twice = {k: v for k, v in found.items() if len(v) > 1}
     if twice:
         k, v = next(iter(twice.items()))

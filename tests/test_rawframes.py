@@ -301,12 +301,19 @@ def test_bad_folders_are_rejected_with_their_reason_and_the_rest_imported(
         "v_empty_g99_c01": "no frame images in the folder (img_*.jpg with flow_x_*.jpg or x_*.jpg)",
     }
     assert len(rows) == len(direct) - 10  # the rest imported
-    with pytest.raises(rawframes.RawframesError, match="flow_x_00000.jpg has 3 channels"):
-        colour = folder(14)
-        grey = _grey((colour / "flow_x_00000.jpg").read_bytes())
-        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR))
-        (colour / "flow_x_00000.jpg").write_bytes(jpeg.tobytes())
+    colour = folder(14)  # one flow in colour, in the middle
+    grey = _grey((colour / "flow_y_00007.jpg").read_bytes())
+    jpeg = cv2.imencode(".jpg", cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR))[1]
+    (colour / "flow_y_00007.jpg").write_bytes(jpeg.tobytes())
+    with pytest.raises(rawframes.RawframesError, match="flow_y_00007.jpg has 3 colour comp"):
         rawframes.probe(str(colour))
+    small = folder(20)  # one frame a pixel narrower (it would break the reader's crops)
+    image = cv2.imdecode(np.frombuffer((small / "img_00004.jpg").read_bytes(), np.uint8), 1)
+    (small / "img_00004.jpg").write_bytes(cv2.imencode(".jpg", image[:, 1:])[1].tobytes())
+    with pytest.raises(
+        rawframes.RawframesError, match="img_00004.jpg is 63x64, img_00000.jpg 64x64"
+    ):
+        rawframes.probe(str(small))
 
 
 def test_mmaction2_lists_choose_the_split_and_check_the_counts(tiny_project, direct, tmp_path):
@@ -317,12 +324,17 @@ def test_mmaction2_lists_choose_the_split_and_check_the_counts(tiny_project, dir
     for vid, rec in sorted(direct.items()):
         row = rec["row"]
         frame_dir = f"{row['class_name']}/{vid}"
+        if row["label"] % 2:  # absolute frame dirs (the class is still the parent folder)
+            frame_dir = str(root / frame_dir)
         count = len(rec["rgb"]) + (1 if vid == sorted(direct)[0] else 0)  # one list is wrong
         rows[row["split"]].append(f"{frame_dir} {count} {row['label']}\n")
     (lists / "ucf_train_split_1_rawframes.txt").write_text("".join(rows["train"] + rows["val"]))
     (lists / "ucf_val_split_1_rawframes.txt").write_text("".join(rows["test"]))
     (lists / "ucf_train_split_2_rawframes.txt").write_text("nonsense")  # another split's
     (lists / "ucf_train_split_1_rawframes_flow.txt").write_text("nonsense")  # flow counts
+    for other in ("ucf_train_split_1_videos.txt", "trainlist01.txt", "testlist01.txt",
+                  "interval_notes.txt", "trainval_list.txt"):  # fmt: skip
+        (lists / other).write_text("nonsense")  # mmaction2's video lists, UCF101's own, notes
     params = _params(tiny_project, root, lists)
     classes, got, rejected = ingest.ingest(params.data)
     assert classes == contracts.read_classes(tiny_project / "data/classes.txt")
@@ -334,6 +346,10 @@ def test_mmaction2_lists_choose_the_split_and_check_the_counts(tiny_project, dir
     for vid, rec in direct.items():
         if vid != first:  # mmaction2's val list is our test split; val is carved from train
             assert (split[vid] == "test") == (rec["row"]["split"] == "test")
+
+    nowhere = _params(tiny_project, root, tmp_path / "no_such_folder")
+    with pytest.raises(ingest.IngestError, match="no mmaction2 list files in data.lists"):
+        ingest.ingest(nowhere.data)  # not a silent split by groups
 
 
 @pytest.mark.parametrize("convention", ["denseflow", "mmaction2"])
@@ -377,6 +393,15 @@ def test_export_then_import_gives_the_same_records(
     export.main(["rawframes", str(out), "--convention", convention])
     assert "(2 written, the rest already there)" in capsys.readouterr().out
     assert not (folder.parent / f"{vid}.tmp").exists()
+
+    # killed before rawframes.json was written, then run with the other convention: all again
+    (out / "rawframes.json").unlink()
+    other = "mmaction2" if convention == "denseflow" else "denseflow"
+    export.main(["rawframes", str(out), "--convention", other])
+    assert f"({len(direct)} written, the rest already there)" in capsys.readouterr().out
+    export.main(["rawframes", str(out / "again"), "--convention", convention])
+    capsys.readouterr()
+    out = out / "again"
 
     work = tmp_path / "work"
     work.mkdir()
