@@ -24,13 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 from pipeline import contracts
 from pipeline.contracts import METRICS_DIR, REPORTS_DIR
 from pipeline.params import Params, PipelineError, load_params
+from pipeline.tables import (
+    bar_chart,
+    dvc_exp_show,
+    markdown_table,
+    revisions,
+)
 
 MODELS = ("rgb", "flow", "late", "fusion")
 TITLES = {
@@ -84,25 +89,6 @@ def table_rows(metrics: dict[str, dict]) -> list[dict]:
             }
         )
     return rows
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{100 * value:.1f}%"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value)
-
-
-def markdown_table(rows: list[dict], columns: dict[str, str]) -> str:
-    """A Markdown table of ``rows`` with ``columns`` (key → heading); fractions as percent."""
-    lines = [
-        "| " + " | ".join(columns.values()) + " |",
-        "|" + "|".join("---" for _ in columns) + "|",
-    ]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(k, "")) for k in columns) + " |")
-    return "\n".join(lines)
 
 
 SUMMARY_COLUMNS = {
@@ -166,35 +152,6 @@ def check_lines(check: dict, metrics: dict[str, dict]) -> list[str]:
     return lines
 
 
-def bar_chart(
-    labels: list[str], series: dict[str, list[float]], title: str, path: Path, hlines: dict
-) -> None:
-    """Grouped bars (one group per label, one bar per series), with labelled reference lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    x = np.arange(len(labels))
-    width = 0.8 / max(len(series), 1)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(labels) + 2), 4))
-    for i, (name, values) in enumerate(series.items()):
-        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
-        ax.bar_label(bars, [f"{100 * v:.0f}" for v in values], fontsize=7)
-    for text, (y, style) in hlines.items():
-        ax.axhline(y, color="grey", linestyle=style, linewidth=1, label=text)
-    ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy")
-    ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    contracts.save_figure(fig, path)
-    plt.close(fig)
-
-
 def report(params: Params, metrics_dir: Path = METRICS_DIR, out_dir: Path = REPORTS_DIR) -> str:
     """Write ``summary.md`` and ``summary.png``; returns the Markdown."""
     metrics = load_metrics(metrics_dir)
@@ -241,26 +198,10 @@ def report(params: Params, metrics_dir: Path = METRICS_DIR, out_dir: Path = REPO
 
 
 # ---- over DVC experiments ------------------------------------------------------------------
-def _walk(node: object, found: list[tuple[str, dict]]) -> None:
-    """Collect (name, data) of every revision in ``dvc exp show --json`` output."""
-    if isinstance(node, list):
-        for item in node:
-            _walk(item, found)
-    elif isinstance(node, dict):
-        data = node.get("data")
-        if isinstance(data, dict) and ("metrics" in data or "params" in data):
-            rev = str(node.get("rev") or data.get("rev") or "?")
-            name = node.get("name") or (rev if rev == "workspace" else rev[:7])
-            found.append((str(name), data))
-        for key in ("experiments", "revs"):
-            if node.get(key):
-                _walk(node[key], found)
-
-
 def experiment_rows(exp_show: list) -> list[dict]:
     """One row per revision that has all four metrics files; the others are left out."""
     rows, seen, results = [], set(), []
-    found = _found(exp_show)
+    found = revisions(exp_show)
     found.sort(key=lambda item: item[0] == "workspace")  # named revisions first
     for name, data in found:
         metrics = {}
@@ -293,12 +234,6 @@ def experiment_rows(exp_show: list) -> list[dict]:
     return rows
 
 
-def _found(exp_show: list) -> list[tuple[str, dict]]:
-    found: list[tuple[str, dict]] = []
-    _walk(exp_show, found)
-    return found
-
-
 EXPERIMENT_COLUMNS = {
     "experiment": "experiment",
     **{k: v for k, v in SUMMARY_COLUMNS.items() if k != "model"},  # of the fused model
@@ -306,25 +241,6 @@ EXPERIMENT_COLUMNS = {
     "best_stream": "best stream top-1",
     "margin": "margin over best baseline",
 }
-
-
-def dvc_exp_show() -> list:
-    """``dvc exp show --json`` of the repository in the working directory."""
-    try:
-        out = subprocess.run(
-            ["dvc", "exp", "show", "--json", "--all-commits"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise ReportError("dvc not found: run inside the project's .venv (make install)") from exc
-    if out.returncode != 0:
-        raise ReportError(f"dvc exp show --json failed:\n{out.stderr.strip()}")
-    try:
-        return json.loads(out.stdout or "[]")
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"dvc exp show --json printed something that is not JSON: {exc}") from exc
 
 
 def experiments_report(exp_show: list, out_dir: Path = REPORTS_DIR) -> str:
