@@ -13,7 +13,7 @@ from pipeline.params import RUN_ONLY
 
 from .conftest import ROOT
 
-TOOLS = {"predict", "bench", "weights", "export"}
+TOOLS = {"predict", "bench", "weights", "export", "ablate"}
 """Command-line tools, not stages. ``bench`` measures stages, so it may import them; ``predict``
 runs a trained model on a user's video with the shared modules only."""
 
