@@ -42,7 +42,7 @@ import yaml
 from pipeline import contracts
 from pipeline.contracts import REPORTS_DIR
 from pipeline.params import PARAMS_FILE, PipelineError, parse_params
-from pipeline.tables import bar_chart, dvc_exp_show, markdown_table, revisions
+from pipeline.tables import bar_chart, dvc_exp_show, markdown_table, model_metrics, revisions
 
 # ---- the tables ------------------------------------------------------------------------------
 _RELU5 = {"fusion.layer": "relu5", "fusion.temporal": "avg2d", "fusion.also_late": False}
@@ -257,14 +257,9 @@ def existing(exp_show: list) -> dict[str, dict]:
     for name, data in revisions(exp_show):
         if name == "workspace" or not data.get("params"):
             continue
-        metrics = {}
-        for file, content in (data.get("metrics") or {}).items():
-            stem = Path(file).stem
-            if Path(file).parent.name == "metrics" and stem in METRICS:
-                metrics[stem] = (content or {}).get("data") or {}
         found[name] = {
             "params": ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {},
-            "metrics": metrics,
+            "metrics": model_metrics(data, METRICS),
             "deps": {k: (v or {}).get("hash") for k, v in (data.get("deps") or {}).items()},
         }
     return found
@@ -402,19 +397,20 @@ def _spread(values: list[float]) -> str:
 
 def assemble(table: str, entries: list[dict], names: dict[str, str], exps: dict) -> list[dict]:
     """One row per table row (rows in the table's order), averaged over seeds."""
-    by_row: dict[str, list[dict]] = {}
+    by_row: dict[str, dict[str, dict]] = {}  # row -> {experiment name: experiment}
     for entry in entries:
-        exp = exps.get(names.get(entry["name"], ""))
+        name = names.get(entry["name"], "")
+        exp = exps.get(name)
         if exp is None or not complete(exp):
             raise AblateError(f"experiment {entry['name']} has no metrics: run the table again")
-        by_row.setdefault(entry["row"], []).append(exp)
+        by_row.setdefault(entry["row"], {})[name] = exp
         if table == "methods" and entry["row"] == next(iter(TABLES[table])):
-            by_row.setdefault(LATE_ROW, []).append(exp)
+            by_row.setdefault(LATE_ROW, {})[name] = exp
     rows = []
     for row in TABLES[table]:
-        runs = by_row.get(row)
-        if not runs:
+        if row not in by_row:
             continue
+        runs = list(by_row[row].values())
         model = "late" if (table == "methods" and row == LATE_ROW) else "fusion"
         top1 = [r["metrics"][model]["top1"] for r in runs]
         mca = [r["metrics"][model]["mean_class_accuracy"] for r in runs]
@@ -429,9 +425,7 @@ def assemble(table: str, entries: list[dict], names: dict[str, str], exps: dict)
         rows.append(
             {
                 "row": row,
-                "experiments": ", ".join(
-                    sorted({e for e, x in exps.items() if any(x is r for r in runs)})
-                ),
+                "experiments": ", ".join(sorted(by_row[row])),
                 "parameters": _fmt_params(n),
                 "top1": statistics.mean(top1),
                 "spread": _spread(top1),

@@ -34,6 +34,7 @@ from pipeline.tables import (
     bar_chart,
     dvc_exp_show,
     markdown_table,
+    model_metrics,
     revisions,
 )
 
@@ -204,11 +205,7 @@ def experiment_rows(exp_show: list) -> list[dict]:
     found = revisions(exp_show)
     found.sort(key=lambda item: item[0] == "workspace")  # named revisions first
     for name, data in found:
-        metrics = {}
-        for file, content in (data.get("metrics") or {}).items():
-            stem = Path(file).stem
-            if Path(file).parent.name == "metrics" and stem in MODELS:
-                metrics[stem] = (content or {}).get("data") or {}
+        metrics = model_metrics(data, MODELS)
         if any("top1" not in metrics.get(k, {}) for k in MODELS) or name in seen:
             continue
         seen.add(name)

@@ -89,6 +89,16 @@ def revisions(exp_show: list) -> list[tuple[str, dict]]:
     return found
 
 
+def model_metrics(data: dict, models: tuple[str, ...]) -> dict[str, dict]:
+    """``metrics/<model>.json`` of one revision of ``dvc exp show --json``, by model name."""
+    metrics = {}
+    for file, content in (data.get("metrics") or {}).items():
+        stem = Path(file).stem
+        if Path(file).parent.name == "metrics" and stem in models:
+            metrics[stem] = (content or {}).get("data") or {}
+    return metrics
+
+
 def dvc_exp_show() -> list:
     """``dvc exp show --json`` of the repository in the working directory."""
     try:

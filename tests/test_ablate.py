@@ -12,7 +12,7 @@ import yaml
 from pipeline import ablate
 
 from .conftest import ROOT
-from .test_dvc_pipeline import _scratch_project
+from .test_dvc_pipeline import _scratch_project, tiny_params
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -111,17 +111,7 @@ def _run(cwd, *args):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    def tiny(params):
-        params["synthetic"].update(
-            colors=2, motions=2, videos_per_class=4, frames=16, size=48, test_fraction=0.25
-        )
-        params["data"].update(min_frames=8)
-        params["clip"].update(flow_stack=4, crop=40)
-        params["eval"].update(clips=2)
-        params["train"].update(epochs=1, batch_size=4)
-        params["fusion"].update(epochs=1)
-
-    dst = _scratch_project(tmp_path_factory.mktemp("ablate"), tiny)
+    dst = _scratch_project(tmp_path_factory.mktemp("ablate"), tiny_params)
     yield dst
     subprocess.run(["dvc", "queue", "stop"], cwd=dst, capture_output=True, check=False)
 

@@ -52,21 +52,22 @@ def _scratch_project(dst, edit):
     return dst
 
 
+def tiny_params(params: dict) -> None:
+    """Params for a whole pipeline in a few minutes: 2 x 2 classes of tiny videos, one epoch."""
+    params["synthetic"].update(
+        colors=2, motions=2, videos_per_class=4, frames=16, size=48, test_fraction=0.25
+    )
+    params["data"].update(min_frames=8)
+    params["clip"].update(flow_stack=4, crop=40)
+    params["eval"].update(clips=2)
+    params["train"].update(epochs=1, batch_size=4)
+    params["fusion"].update(epochs=1)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A copy of the project (code, dvc.yaml, .dvc) with tiny params, committed to git."""
-
-    def tiny(params):
-        params["synthetic"].update(
-            colors=2, motions=2, videos_per_class=4, frames=16, size=48, test_fraction=0.25
-        )
-        params["data"].update(min_frames=8)
-        params["clip"].update(flow_stack=4, crop=40)
-        params["eval"].update(clips=2)
-        params["train"].update(epochs=1, batch_size=4)
-        params["fusion"].update(epochs=1)
-
-    return _scratch_project(tmp_path_factory.mktemp("project"), tiny)
+    return _scratch_project(tmp_path_factory.mktemp("project"), tiny_params)
 
 
 STAGES = (
