@@ -252,12 +252,14 @@ def _git(*args: str) -> str:
 
 
 def existing(exp_show: list) -> dict[str, dict]:
-    """Experiments by name: {"params": params.yaml, "metrics": {model: json}, "deps": hashes}."""
+    """Experiments by name: {"rev": commit, "params": params.yaml, "metrics": {model: json},
+    "deps": hashes}."""
     found = {}
     for name, data in revisions(exp_show):
         if name == "workspace" or not data.get("params"):
             continue
         found[name] = {
+            "rev": str(data.get("rev") or ""),
             "params": ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {},
             "metrics": model_metrics(data, METRICS),
             "deps": {k: (v or {}).get("hash") for k, v in (data.get("deps") or {}).items()},
@@ -302,11 +304,29 @@ def stage_lock() -> None:
         print("ablate: staged dvc.lock in git (queued experiments start from git's files)")
 
 
+def bring_back(name: str, rev: str) -> None:
+    """A reused lead's ``dvc.lock`` and cached outputs into the workspace, and nothing else.
+
+    Not ``dvc exp apply``: that also checks out the experiment's copy of every file git
+    tracks, so a lead made at an older commit would put its code over the user's newer code.
+    Where the code a stage depends on changed since, the queued rows re-run that stage.
+    """
+    print(f"ablate: dvc.lock and outputs of {name} ({rev[:7]}) into the workspace")
+    lock = subprocess.run(["git", "show", f"{rev}:dvc.lock"], capture_output=True, check=False)
+    if lock.returncode != 0:
+        raise AblateError(
+            f"experiment {name} ({rev[:7]}) has no dvc.lock in git: remove it "
+            f"(dvc exp remove {name}) and run the table again"
+        )
+    Path("dvc.lock").write_bytes(lock.stdout)
+    _dvc("checkout", "--allow-missing")
+
+
 def run_table(table: str, entries: list[dict], jobs: int, original: str) -> dict[str, str]:
     """Run what is not there yet; returns the experiment name of every entry.
 
-    Per seed, the lead row runs in the workspace (or, reused, is applied to it with
-    ``dvc exp apply``), so that ``dvc.lock`` holds its streams and flow; the other rows are
+    Per seed, the lead row runs in the workspace (or, reused, its lock and outputs are brought
+    back: ``bring_back``), so that ``dvc.lock`` holds its streams and flow; the other rows are
     queued from there and re-run only the stages below the streams.
     """
     names: dict[str, str] = {}
@@ -329,7 +349,8 @@ def run_table(table: str, entries: list[dict], jobs: int, original: str) -> dict
                 _dvc("exp", "run", "-n", lead["name"], *_s_args(lead["overrides"]))
                 names[lead["name"]] = lead["name"]
             else:
-                _dvc("exp", "apply", names[lead["name"]])
+                reused = names[lead["name"]]
+                bring_back(reused, experiments[reused]["rev"])
             contracts.write_text(PARAMS_FILE, original)
             stage_lock()
             for entry in todo:

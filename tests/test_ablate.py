@@ -101,6 +101,40 @@ def test_table_is_assembled_from_the_metrics_with_the_seed_spread():
     assert "models/rgb.keras" in ablate.streams_once(entries, names, exps)[0]
 
 
+def test_a_reused_lead_brings_back_its_lock_and_outputs_but_not_its_code(tmp_path, monkeypatch):
+    # A lead made at an older commit: bringing it back must not put the old code over the new.
+    git = ("git", "-c", "user.email=t@t", "-c", "user.name=t")
+    (tmp_path / "src.txt").write_text("input\n")
+    (tmp_path / "params.yaml").write_text("times: 2\n")
+    (tmp_path / "code.py").write_text("old = 1\n")
+    (tmp_path / ".gitignore").write_text("/out.txt\n")
+    stage = "python -c \"open('out.txt', 'w').write(open('src.txt').read() * 2)\""
+    (tmp_path / "dvc.yaml").write_text(
+        f"stages:\n  make:\n    cmd: {stage}\n    deps: [src.txt]\n    params: [times]\n"
+        "    outs: [out.txt]\n"
+    )
+    _run(tmp_path, "git", "init", "-q")
+    _run(tmp_path, "dvc", "init", "-q")
+    _run(tmp_path, *git, "add", "-A")
+    _run(tmp_path, *git, "commit", "-qm", "old code")
+    _run(tmp_path, "dvc", "exp", "run", "-n", "lead")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
+    rev = ablate.existing(ablate.dvc_exp_show())["lead"]["rev"]
+    lock = _run(tmp_path, "git", "show", f"{rev}:dvc.lock")
+    (tmp_path / "dvc.lock").unlink()
+    (tmp_path / "out.txt").unlink()
+    (tmp_path / "code.py").write_text("new = 2\n")
+    _run(tmp_path, *git, "commit", "-qam", "new code")
+
+    ablate.bring_back("lead", rev)
+    assert (tmp_path / "code.py").read_text() == "new = 2\n"  # dvc exp apply: "old = 1"
+    assert (tmp_path / "dvc.lock").read_text() == lock
+    assert (tmp_path / "out.txt").read_text() == "input\ninput\n"  # from DVC's cache
+    with pytest.raises(ablate.AblateError, match="has no dvc.lock"):
+        ablate.bring_back("old", _run(tmp_path, "git", "rev-parse", "HEAD~1").strip())
+
+
 # ---- a real table ----------------------------------------------------------------------------
 def _run(cwd, *args):
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
