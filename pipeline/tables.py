@@ -59,7 +59,8 @@ def bar_chart(
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left")
+    # Below the axes, so that it hides no bar and no bar label.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     contracts.save_figure(fig, path)
