@@ -312,13 +312,14 @@ def bring_back(name: str, rev: str) -> None:
     Where the code a stage depends on changed since, the queued rows re-run that stage.
     """
     print(f"ablate: dvc.lock and outputs of {name} ({rev[:7]}) into the workspace")
-    lock = subprocess.run(["git", "show", f"{rev}:dvc.lock"], capture_output=True, check=False)
-    if lock.returncode != 0:
+    try:
+        lock = _git("show", f"{rev}:dvc.lock")
+    except AblateError as exc:
         raise AblateError(
             f"experiment {name} ({rev[:7]}) has no dvc.lock in git: remove it "
             f"(dvc exp remove {name}) and run the table again"
-        )
-    Path("dvc.lock").write_bytes(lock.stdout)
+        ) from exc
+    contracts.write_text("dvc.lock", lock)
     _dvc("checkout", "--allow-missing")
 
 
