@@ -16,23 +16,28 @@ class LocalResponseNormalization(keras.layers.Layer):
     numerically): ``depth_radius`` is the half-width and ``alpha`` is *not* divided by the
     window size. Works on ``(B, H, W, D)`` and ``(B, T, H, W, D)``; computed in float32.
 
-    Converting published values:
+    Converting published values (the two conventions differ by the window size n):
 
-    - Caffe ``LRN(local_size=n, alpha=α, beta=β, k=κ)`` divides α by n:
-      ``depth_radius=(n - 1) // 2, alpha=α / n, beta=β, bias=κ``, i.e.
-      :meth:`from_caffe`. VGG-M's (n 5, α 1e-4, β 0.75, κ 2) become ``depth_radius=2,
-      alpha=2e-5, beta=0.75, bias=2``.
-    - MatConvNet ``vl_nnnormalize`` with ``[N, κ, α, β]`` does not divide α:
-      ``depth_radius=(N - 1) // 2, alpha=α, beta=β, bias=κ``. (MatConvNet models imported from
-      Caffe already store α / n.)
+    - Caffe ``LRN(local_size=n, alpha=α, beta=β, k=κ)`` computes ``κ + (α / n)·Σ x²``
+      (BVLC/caffe ``src/caffe/layers/lrn_layer.cpp``, ``alpha_over_size``):
+      ``depth_radius=(n - 1) // 2, alpha=α / n, beta=β, bias=κ``, i.e. :meth:`from_caffe`.
+      VGG-M-2048's prototxt (VGG_CNN_M_2048, Chatfield et al. 2014) has ``local_size: 5
+      alpha: 0.0005 beta: 0.75 k: 2``: ``depth_radius=2, alpha=1e-4, beta=0.75, bias=2``.
+    - MatConvNet ``vl_nnnormalize`` with ``param = [N κ α β]`` does not divide α:
+      ``depth_radius=(N - 1) // 2, alpha=α, beta=β, bias=κ``. Its importer writes Caffe's
+      layer as ``[local_size, k, alpha / local_size, beta]`` (vlfeat/matconvnet
+      ``utils/layers.py``, ``CaffeLRN``), so ``imagenet-vgg-m-2048.mat`` holds
+      ``[5 2 1e-4 0.75]``: the same per-element α of 1e-4. py-MDNet, which runs MatConvNet's
+      VGG-M weights, computes ``x / (2 + 1e-4·Σ x²)^0.75`` (hyeonseobnam/py-MDNet
+      ``modules/model.py``, ``LRN``).
 
     Example:
 
     >>> import numpy as np
     >>> from layers import LocalResponseNormalization
-    >>> lrn = LocalResponseNormalization.from_caffe(size=5, alpha=1e-4, beta=0.75, k=2.0)
-    >>> lrn.depth_radius, lrn.alpha
-    (2, 2e-05)
+    >>> lrn = LocalResponseNormalization.from_caffe(size=5, alpha=0.0005, beta=0.75, k=2.0)
+    >>> lrn.depth_radius, lrn.bias, lrn.alpha, lrn.beta  # MatConvNet's [5 2 1e-4 0.75]
+    (2, 2.0, 0.0001, 0.75)
     >>> x = np.full((1, 1, 1, 3), 10.0, "float32")  # middle channel: 10 / (1 + 0.01·300)
     >>> y = LocalResponseNormalization(1, bias=1.0, alpha=0.01, beta=1.0)(x)
     >>> round(float(y[0, 0, 0, 1]), 4)

@@ -122,12 +122,14 @@ def vgg_m_2048(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -
     """VGG-M-2048 (Chatfield et al. 2014), the paper's ablation backbone.
 
     conv1 96×7×7/2, LRN, pool 3×3/2; conv2 256×5×5/2 pad 1, LRN, pool 3×3/2; conv3-5 512×3×3
-    pad 1; pool5 3×3/2; fc6 4096; fc7 2048. Pools round up (ReLU5 is 13×13 at 224²). LRN is
-    Caffe's (size 5, α 1e-4, β 0.75, k 2). The temporal net drops norm2, as in the paper.
+    pad 1; pool5 3×3/2; fc6 4096; fc7 2048. Pools round up (ReLU5 is 13×13 at 224²). LRN as
+    the Caffe prototxt has it (local_size 5, alpha 0.0005, beta 0.75, k 2: per element α 1e-4,
+    MatConvNet's ``[5 2 1e-4 0.75]``; README, Backbone constants). The temporal net drops
+    norm2, as in the paper.
     """
 
     def lrn(name: str) -> LocalResponseNormalization:
-        return LocalResponseNormalization.from_caffe(5, 1e-4, 0.75, 2.0, name=f"{p}{name}")
+        return LocalResponseNormalization.from_caffe(5, 5e-4, 0.75, 2.0, name=f"{p}{name}")
 
     def conv(x: keras.KerasTensor, filters: int, k: int, stride: int, pad: int, name: str):  # noqa: ANN202
         if pad:

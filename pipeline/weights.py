@@ -26,8 +26,9 @@ What MatConvNet's files hold and how it maps onto Keras (``vlfeat/matconvnet``: 
 - **LRN** ``param = [N κ α β]``: ``y = x / (κ + α·Σ x²)^β`` over the N channels around each
   one, α *not* divided by N (Caffe's α is N times it). That is
   ``LocalResponseNormalization(depth_radius=(N - 1)/2, bias=κ, alpha=α, beta=β)``, which must
-  equal the backbone's layer (VGG-M: ``[5 2 2e-5 0.75]``); even N has a lopsided window and is
-  refused.
+  equal the backbone's layer (VGG-M-2048: ``[5 2 1e-4 0.75]``, what ``utils/layers.py``'s
+  ``CaffeLRN`` writes for the prototxt's ``local_size 5, alpha 0.0005, beta 0.75, k 2``: α /
+  local_size); even N has a lopsided window and is refused.
 - **fc6, fc7, fc8** are convolutions whose filters cover their whole input map: fc6's
   ``h × w × 512 × 4096`` becomes the ``Dense`` kernel ``(h·w·512, 4096)`` (row-major, as
   ``Flatten`` orders an ``H × W × C`` map), fc7's and fc8's ``1 × 1 × in × out`` ``(in, out)``.

@@ -33,10 +33,22 @@ MEAN = (121.5, 113.25, 99.75)
 
 # ---- MatConvNet's model, written as MatConvNet lays it out --------------------------------
 
+VGG_M_PROTOTXT_LRN = {"local_size": 5, "alpha": 0.0005, "beta": 0.75, "k": 2.0}
+"""norm1 and norm2 of VGG_CNN_M_2048's Caffe prototxt (Chatfield et al. 2014; e.g.
+rockkingjy/OpenTracker ``eco/model/imagenet-vgg-m-2048.prototxt``)."""
+
+
+def caffe_lrn_param(local_size, alpha, beta, k):
+    """What MatConvNet's importer stores for a Caffe LRN layer: vlfeat/matconvnet
+    ``utils/layers.py``, ``CaffeLRN.__init__``: ``self.param = [local_size, kappa, alpha /
+    local_size, beta]`` (MatConvNet's ``vl_nnnormalize`` does not divide α by N)."""
+    return [local_size, k, alpha / local_size, beta]
+
 
 def _vgg_m_layers(seed: int = 0) -> list[dict]:
     """VGG-M-2048 as utils/import-caffe.py leaves it (HEAD): convs with pads, pools with
-    [0 1 0 1] (Caffe's round-up), LRN [5 2 1e-4/5 0.75], fc layers as convolutions."""
+    [0 1 0 1] (Caffe's round-up), LRN as ``CaffeLRN`` writes the prototxt's, fc layers as
+    convolutions."""
     rng = np.random.default_rng(seed)
 
     def conv(name, k, cin, cout, stride, pad):
@@ -53,7 +65,7 @@ def _vgg_m_layers(seed: int = 0) -> list[dict]:
                 "pad": [0, 1, 0, 1]}  # fmt: skip
 
     def norm(name):
-        return {"name": name, "type": "lrn", "param": [5, 2, 1e-4 / 5, 0.75]}
+        return {"name": name, "type": "lrn", "param": caffe_lrn_param(**VGG_M_PROTOTXT_LRN)}
 
     return [
         conv("conv1", 7, 3, 96, 2, 0), relu(1), norm("norm1"), pool("pool1"),
@@ -286,6 +298,29 @@ def test_imported_vgg_m_equals_matconvnet_forward(layout, tmp_path, vgg_m, image
     assert _rel(logits, reference["fc8"].ravel()) < 1e-4
 
 
+def test_vgg_m_lrn_is_the_real_networks(vgg_m, image, reference):
+    """The backbone's norm1 is py-MDNet's ``x / (2 + 1e-4·Σ x²)^0.75`` (hyeonseobnam/py-MDNet
+    ``modules/model.py``, ``LRN``), a port independent of MatConvNet's importer, and α matters
+    here: the old misreading (α 2e-5 per element) is far from the reference."""
+    from layers import LocalResponseNormalization
+    from pipeline.model import imagenet_network
+
+    net = imagenet_network("vgg_m_2048", (SIZE, SIZE), CLASSES, MEAN)
+    layer = net.get_layer("rgb_norm1")
+    assert isinstance(layer, LocalResponseNormalization)
+    assert (layer.depth_radius, layer.bias, layer.beta) == (2, 2.0, 0.75)
+    assert layer.alpha == pytest.approx(1e-4, rel=1e-9)
+    x = reference["relu1"]
+    padded = np.pad(x**2, ((0, 0), (0, 0), (2, 2)))
+    window = sum(padded[..., i : i + x.shape[-1]] for i in range(5))
+    mdnet = x / (2 + 1e-4 * window) ** 0.75
+    np.testing.assert_allclose(reference["norm1"], mdnet, rtol=1e-10)
+    got = keras.ops.convert_to_numpy(layer(x[None].astype("float32")))[0]
+    assert _rel(got, mdnet) < 1e-5
+    misread = [dict(d, param=[5, 2, 2e-5, 0.75]) if d["type"] == "lrn" else d for d in vgg_m]
+    assert _rel(matconvnet_forward(misread, image, MEAN)["fc8"], reference["fc8"]) > 0.05
+
+
 def test_v73_file_imports_the_same_weights(tmp_path, vgg_m, imported):
     write_mat73(tmp_path / "net73.mat", mat_content(vgg_m, "meta"))
     lines = weights.import_matconvnet(tmp_path / "net73.mat", tmp_path / "w73.h5")
@@ -373,8 +408,15 @@ def test_a_file_that_is_not_vgg_m_is_refused_with_the_difference(tmp_path, vgg_m
         tmp_path, thin, r"conv3: filters 3×3×256×256 in the file; vgg_m_2048 needs 3×3×256×512"
     )
     caffe_alpha = copy.deepcopy(vgg_m)
-    caffe_alpha[2]["param"] = [5, 2, 1e-4, 0.75]  # Caffe's α, not MatConvNet's α/N
-    _refused(tmp_path, caffe_alpha, r"norm1: LRN \[N κ α β\] = \[5.0, 2.0, 0.0001, 0.75\]")
+    caffe_alpha[2]["param"] = [5, 2, 5e-4, 0.75]  # Caffe's α, not divided by local_size
+    _refused(tmp_path, caffe_alpha, r"norm1: LRN \[N κ α β\] = \[5.0, 2.0, 0.0005, 0.75\]")
+    twice_divided = copy.deepcopy(vgg_m)
+    twice_divided[6]["param"] = [5, 2, 2e-5, 0.75]  # α / N read as Caffe's and divided again
+    _refused(
+        tmp_path,
+        twice_divided,
+        r"norm2: .* = \[5.0, 2.0, 2e-05, 0.75\] .* has \[5.0, 2.0, 0.0001, 0.75\]",
+    )
     shifted = copy.deepcopy(vgg_m)
     shifted[3]["pad"] = [1, 0, 1, 0]  # windows from the padding's corner: not Caffe's
     _refused(tmp_path, shifted, r"pool1: pad \[1.0, 0.0, 1.0, 0.0\] pads the top or left")
