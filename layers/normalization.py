@@ -43,10 +43,14 @@ class RGBNormalization(keras.layers.Layer):
 class FlowNormalization(keras.layers.Layer):
     """The motion tower's first layer: uint8 flow (128 = zero) to centred displacements.
 
-    ``y = x - 128`` (about 6.4× pixels at the default bound of 20 px, as the paper feeds it:
-    never squeezed to ±1, where sub-pixel motion vanishes), then each channel's mean over the
-    frame is subtracted: every flow field loses its mean displacement (global camera motion),
-    as in Simonyan & Zisserman's mean flow subtraction. Works on ``(..., H, W, 2L)``.
+    ``y = x - mean`` (``mean`` 128: about 6.4× pixels at the default bound of 20 px, as the paper
+    feeds it: never squeezed to ±1, where sub-pixel motion vanishes), then, with
+    ``centre=True``, each channel's mean over the frame is subtracted: every flow field loses
+    its mean displacement (global camera motion), as in Simonyan & Zisserman's mean flow
+    subtraction. ``mean`` is one value or one per channel. The authors' released temporal
+    streams subtract only ``averageImage = ones(1,1,20)*128`` (feichtenhofer/twostreamfusion
+    ``cnn_ucf101_temporal.m``): ``FlowNormalization(128.0, centre=False)``. Works on
+    ``(..., H, W, 2L)``.
 
     Example:
 
@@ -55,11 +59,24 @@ class FlowNormalization(keras.layers.Layer):
     >>> x = np.array([[130, 126], [128, 128]], "uint8").reshape(1, 2, 2, 1)
     >>> [float(v) for v in np.ravel(FlowNormalization()(x))]
     [2.0, -2.0, 0.0, 0.0]
+    >>> [float(v) for v in np.ravel(FlowNormalization(centre=False)(x + 2))]
+    [4.0, 0.0, 2.0, 2.0]
     """
 
+    def __init__(
+        self, mean: float | tuple[float, ...] = 128.0, centre: bool = True, **kwargs: object
+    ) -> None:
+        super().__init__(**kwargs)
+        self.mean = tuple(float(m) for m in mean) if isinstance(mean, list | tuple) else float(mean)
+        self.centre = bool(centre)
+
     def call(self, x: object) -> object:
-        y = ops.cast(x, self.compute_dtype) - 128.0
-        return y - ops.mean(y, axis=(-3, -2), keepdims=True)
+        mean = ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
+        y = ops.cast(x, self.compute_dtype) - mean
+        return y - ops.mean(y, axis=(-3, -2), keepdims=True) if self.centre else y
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mean": self.mean, "centre": self.centre}

@@ -79,6 +79,9 @@ REPORTS_DIR = Path("reports")
 IMAGENET_DIR = MODELS_DIR / "imagenet"
 """ImageNet weights converted by ``python -m pipeline.weights import`` (not a DVC output: the
 user puts them there once, like the raw videos)."""
+RELEASED_DIR = MODELS_DIR / "released"
+"""Trained streams converted by ``python -m pipeline.weights import`` from the authors' released
+DagNN models (``train.streams``; not a DVC output either)."""
 SPLITS = ("train", "val", "test")
 
 
@@ -470,6 +473,12 @@ def imagenet_path(backbone: str, imagenet_dir: str | Path = IMAGENET_DIR) -> Pat
     """``models/imagenet/<backbone>.h5``: where ``train.weights: imagenet`` looks for weights
     that Keras cannot download (VGG-M-2048)."""
     return Path(imagenet_dir) / f"{backbone}.h5"
+
+
+def released_path(source: str | Path, released_dir: str | Path = RELEASED_DIR) -> Path:
+    """``models/released/<stem>.h5``: where ``python -m pipeline.weights import`` writes a
+    trained stream from a released ``.mat`` (``train.streams`` names it)."""
+    return Path(released_dir) / f"{Path(source).stem}.h5"
 
 
 def write_pretrained(path: str | Path, layers: dict[str, list[np.ndarray]], meta: dict) -> None:

@@ -72,10 +72,16 @@ def _ceil_pool(x: keras.KerasTensor, size: int, stride: int, name: str) -> keras
     return _td(keras.layers.MaxPooling2D(size, stride), name)(x)
 
 
-def _pool5_3d(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
-    """The paper's 3D pooling: max over 2×2×T cubes, stride 2 (T collapses to 1)."""
-    t = x.shape[1]
-    return keras.layers.MaxPooling3D((t, 2, 2), strides=(2, 2, 2), name=name)(x)
+def _pool5_3d(x: keras.KerasTensor, name: str, size: int = 2) -> keras.KerasTensor:
+    """The paper's 3D pooling: the backbone's 2D pool5 window over all T frames, stride 2 (T
+    collapses to 1), as cnn_ucf101_fusion.m makes it from the 2D pool5 (``poolSize =
+    [pool5.poolSize nFrames]``, ``stride = [pool5.stride 2]``): VGG-16 2×2 rounding down as
+    Keras' pools, VGG-M 3×3 (``size`` 3) rounding up as its 2D pools (:func:`_ceil_pool`)."""
+    t, h, w = x.shape[1:4]
+    pads = [(-(-(n - size) // 2)) * 2 + size - n for n in (h, w)] if size == 3 else [0, 0]
+    if any(pads):
+        x = keras.layers.ZeroPadding3D(((0, 0), (0, pads[0]), (0, pads[1])), name=f"{name}_pad")(x)
+    return keras.layers.MaxPooling3D((t, size, size), strides=(2, 2, 2), name=name)(x)
 
 
 def _pool5(pool3d: bool, name: str) -> Callable[[keras.KerasTensor], keras.KerasTensor]:
@@ -153,7 +159,7 @@ def vgg_m_2048(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -
         ("relu5", lambda x: conv(x, 512, 3, 1, 1, "conv5")),
         (
             "pool5",
-            lambda x: _pool5_3d(x, f"{p}pool5") if pool3d else _ceil_pool(x, 3, 2, f"{p}pool5"),
+            lambda x: _pool5_3d(x, f"{p}pool5", 3) if pool3d else _ceil_pool(x, 3, 2, f"{p}pool5"),
         ),
         *_head(p, classes, dropout, (4096, 2048)),
     ]
@@ -268,12 +274,19 @@ def _tower(stream: str, params: Params, classes: int, pool3d: bool) -> list[Stag
 
 
 def _normalise(
-    stream: str, x: keras.KerasTensor, params: Params, rgb: tuple | None = None
+    stream: str,
+    x: keras.KerasTensor,
+    params: Params,
+    rgb: tuple | None = None,
+    flow: tuple | None = None,
 ) -> keras.KerasTensor:
     """The tower's first layer. RGB: ``rgb`` = (mean, scale) when given (the pretrained
-    weights' or the trained RGB stream's), else ±1 for ``small`` and the VGG mean otherwise."""
+    weights' or the trained RGB stream's), else ±1 for ``small`` and the VGG mean otherwise.
+    Flow: ``flow`` = (mean, centre) of :class:`layers.FlowNormalization` when given (a released
+    stream's, or the trained flow stream's), else minus 128 and each field's mean."""
     if stream == "flow":
-        return FlowNormalization(name="flow_norm")(x)
+        mean, centre = flow if flow is not None else (128.0, True)
+        return FlowNormalization(mean, centre, name="flow_norm")(x)
     if rgb is None:
         rgb = (127.5, 1 / 127.5) if params.model.backbone == "small" else (VGG16_MEAN, 1.0)
     return RGBNormalization(*rgb, name="rgb_norm")(x)
@@ -284,6 +297,13 @@ def rgb_normalisation(model: keras.Model) -> tuple:
     stream must subtract."""
     layer = model.get_layer("rgb_norm")
     return layer.mean, layer.scale
+
+
+def flow_normalisation(model: keras.Model) -> tuple:
+    """(mean, centre) of a model's ``flow_norm`` layer: what a fused net built from this flow
+    stream must do to its input."""
+    layer = model.get_layer("flow_norm")
+    return layer.mean, layer.centre
 
 
 def _run(stages: list[Stage], x: keras.KerasTensor) -> keras.KerasTensor:
@@ -300,9 +320,11 @@ def build_stream(stream: str, params: Params, classes: int | None = None) -> ker
     x = _inputs(params)[stream]
     source = pretrained_source(stream, params)
     rgb = (source["mean"], 1.0) if source else None
+    flow = (source["flow_mean"], False) if source and source.get("released") else None
     # 2D pooling: a stream never depends on fusion.* (pooling layers have no weights, so the
     # fused net can still pool in 3D with the stream's weights)
-    probs = _run(_tower(stream, params, classes, pool3d=False), _normalise(stream, x, params, rgb))
+    x_norm = _normalise(stream, x, params, rgb, flow)
+    probs = _run(_tower(stream, params, classes, pool3d=False), x_norm)
     model = keras.Model(x, {"prediction": probs}, name=f"{stream}_stream")
     model.init_report = load_pretrained(model, stream, params, source) if source else []
     return model
@@ -356,13 +378,16 @@ def _match_sizes(a: keras.KerasTensor, m: keras.KerasTensor, layer: str) -> tupl
 
 
 def build_fused(
-    params: Params, classes: int | None = None, rgb_norm: tuple | None = None
+    params: Params,
+    classes: int | None = None,
+    rgb_norm: tuple | None = None,
+    flow_norm: tuple | None = None,
 ) -> keras.Model:
     """The two-stream network that ``fusion.*`` describes (see the module docstring).
 
-    ``rgb_norm`` is the (mean, scale) of the trained RGB stream it will be filled from
-    (:func:`rgb_normalisation`): the stream's weights only make sense after its own
-    normalisation, which :func:`init_from_streams` checks."""
+    ``rgb_norm`` and ``flow_norm`` are the normalisations of the trained streams it will be
+    filled from (:func:`rgb_normalisation`, :func:`flow_normalisation`): the streams' weights
+    only make sense after their own normalisation, which :func:`init_from_streams` checks."""
     check_fusion(params)
     f = params.fusion
     classes = classes or num_classes(params)
@@ -371,7 +396,7 @@ def build_fused(
     a_stages = _tower("rgb", params, classes, pool3d)
     m_stages = _tower("flow", params, classes, pool3d)
     a = _normalise("rgb", inputs["rgb"], params, rgb_norm)
-    m = _normalise("flow", inputs["flow"], params)
+    m = _normalise("flow", inputs["flow"], params, flow=flow_norm)
     if f.layer == "softmax":  # late fusion: two whole towers, scores averaged
         pa, pm = _run(a_stages, a), _run(m_stages, m)
         prediction = keras.layers.Average(name="late_average")([pa, pm])
@@ -461,6 +486,12 @@ def init_from_streams(
             f"RGB stream it is filled from with {rgb_normalisation(rgb)}: build it with "
             "build_fused(..., rgb_norm=rgb_normalisation(rgb_stream))"
         )
+    if flow_normalisation(fused) != flow_normalisation(flow):
+        raise ModelError(
+            f"the fused net normalises flow with (mean, centre) {flow_normalisation(fused)}, "
+            f"the flow stream it is filled from with {flow_normalisation(flow)}: build it with "
+            "build_fused(..., flow_norm=flow_normalisation(flow_stream))"
+        )
     kept = [f"{name}: left at its initialisation (fusion.head_init: random)" for name in skip]
     return kept + _transfer(fused, [rgb, flow], skip)
 
@@ -483,6 +514,9 @@ def pretrained_source(stream: str, params: Params) -> dict | None:
     ``~/.keras/models``), VGG-M-2048 from ``models/imagenet/vgg_m_2048.h5`` (``python -m
     pipeline.weights import``). A path: a file written by ``pipeline.weights import``, or else a
     Keras Applications VGG-16 weights file."""
+    released = getattr(params.train.streams, stream)
+    if released is not None:
+        return released_source(stream, params, Path(released).expanduser())
     weights = params.train.weights
     if weights == "none":
         return None
@@ -512,6 +546,12 @@ def pretrained_source(stream: str, params: Params) -> dict | None:
                 "weights file: one from python -m pipeline.weights import, or Keras' VGG-16)"
             )
     meta = contracts.pretrained_meta(path)
+    if meta and meta.get("kind", "imagenet") != "imagenet":
+        raise ModelError(
+            f"train.weights: {path} holds a trained {meta.get('channels')} stream "
+            f"({meta.get('source')}), not ImageNet weights: use it as train.streams."
+            f"{'rgb' if meta.get('channels') == 'RGB' else 'flow'}"
+        )
     held = meta["backbone"] if meta else "vgg16"
     if held != backbone:
         what = "pipeline.weights import" if meta else "Keras (read as keras.applications.VGG16)"
@@ -526,6 +566,55 @@ def pretrained_source(stream: str, params: Params) -> dict | None:
         )
     mean = tuple(meta["mean"]) if meta else VGG16_MEAN
     return {"backbone": backbone, "path": path, "meta": meta, "mean": mean}
+
+
+def released_source(stream: str, params: Params, path: Path) -> dict:
+    """The source for ``train.streams.<stream>``: a trained stream (one of the authors' released
+    UCF101 models) that ``python -m pipeline.weights import`` wrote, checked against the tower
+    it fills. Raises :class:`ModelError` naming what differs and the fix."""
+    key = f"train.streams.{stream}"
+    if not path.is_file():
+        raise ModelError(
+            f"{key}: {path} is not a file: import the released model first (python -m "
+            "pipeline.weights import ucf101-img-vgg16-split1.mat), then give the .h5 it wrote"
+        )
+    meta = contracts.pretrained_meta(path)
+    want = "RGB" if stream == "rgb" else "flow"
+    if meta is None or meta.get("kind") != "stream":
+        raise ModelError(
+            f"{key}: {path} is not a trained stream written by python -m pipeline.weights "
+            "import (ImageNet weights go to train.weights)"
+        )
+    if meta["channels"] != want:
+        other = "rgb" if meta["channels"] == "RGB" else "flow"
+        raise ModelError(
+            f"{key}: {path} is a {meta['channels']} stream: give it to train.streams.{other}"
+        )
+    backbone = _backbone(stream, params)
+    problems = []
+    if meta["backbone"] != backbone:
+        problems.append(
+            f"it is {meta['backbone']}, the {stream} tower {backbone} (set model."
+            f"{'backbone' if stream == 'rgb' else 'flow_backbone'}: {meta['backbone']})"
+        )
+    if stream == "flow" and meta["flow_stack"] != params.clip.flow_stack:
+        problems.append(
+            f"it stacks L = {meta['flow_stack']} flows, clip.flow_stack is {params.clip.flow_stack}"
+        )
+    if list(meta["input_size"]) != [params.clip.crop] * 2:
+        size = "×".join(str(n) for n in meta["input_size"])
+        problems.append(f"it was trained on {size} crops, clip.crop is {params.clip.crop}")
+    if problems:
+        raise ModelError(f"{key}: {path} does not fit this configuration: " + "; ".join(problems))
+    mean = tuple(meta["mean"])
+    return {
+        "backbone": backbone,
+        "path": path,
+        "meta": meta,
+        "mean": mean,
+        "flow_mean": mean,
+        "released": True,
+    }
 
 
 def _vgg16_layers(path: Path | None) -> dict[str, list[np.ndarray]]:
@@ -550,6 +639,8 @@ def load_pretrained(model: keras.Model, stream: str, params: Params, source: dic
     colour, repeated over the 2L flow channels); fc8 keeps its own initialisation (ImageNet's
     classes are not ours). Returns the lines to report."""
     backbone, path, meta = source["backbone"], source["path"], source["meta"]
+    if source.get("released"):
+        return _load_released(model, stream, source)
     where = path or "keras.applications (cached in ~/.keras/models)"
     if meta:
         layers, _ = contracts.read_pretrained(path)
@@ -583,16 +674,55 @@ def load_pretrained(model: keras.Model, stream: str, params: Params, source: dic
     return lines
 
 
+def _load_released(model: keras.Model, stream: str, source: dict) -> list[str]:
+    """Fill every layer of a stream from a released trained stream, fc8 and conv1 included."""
+    layers, _ = contracts.read_pretrained(source["path"])
+    meta = source["meta"]
+    for name, weights in layers.items():
+        target = model.get_layer(f"{stream}_{name}")
+        want = [tuple(w.shape) for w in target.weights]
+        if want != [tuple(w.shape) for w in weights]:
+            got = [tuple(w.shape) for w in weights]
+            hint = (
+                f": the released stream has {weights[0].shape[-1]} classes (set "
+                "model.num_classes, or use the dataset it was trained on)"
+                if name == "fc8"
+                else ""
+            )
+            raise ModelError(
+                f"train.streams.{stream}: {name} of {source['path']} has shapes {got}, the "
+                f"{stream} tower's {want}{hint}"
+            )
+        target.set_weights(weights)
+    norm = (
+        f"RGB minus ({', '.join(f'{m:.2f}' for m in meta['mean'])})"
+        if stream == "rgb"
+        else f"flow minus its averageImage ({sorted(set(meta['mean']))}), no mean flow "
+        "subtraction (as it was trained)"
+    )
+    return [
+        f"the released {meta['channels']} stream {source['path']} (from {meta['source']}, "
+        f"SHA-256 {meta['source_sha256'][:16]}…): every layer, {', '.join(layers)}; not trained",
+        f"input: {norm}",
+    ]
+
+
 def imagenet_network(
-    backbone: str, size: tuple[int, int], classes: int, mean: tuple | list
+    backbone: str,
+    size: tuple[int, int],
+    classes: int,
+    mean: tuple | list,
+    channels: int = 3,
 ) -> keras.Model:
-    """A single-image ImageNet classifier with the ``rgb`` tower of ``backbone``: ``(B, H, W,
-    3)`` RGB in 0–255 to fc8's class scores before the softmax. Its layers are the stream's
-    (``rgb_conv1`` …), so weights move between the two by name (``pipeline.weights``)."""
-    images = keras.Input((*size, 3), name="image")
-    x = keras.layers.Reshape((1, *size, 3), name="one_snippet")(images)
+    """A single-image classifier with the ``rgb`` tower of ``backbone``: ``(B, H, W,
+    channels)`` (RGB in 0–255, or ``channels`` = 2L flow channels, whose tower is the
+    backbone's motion tower) to fc8's class scores before the softmax, minus ``mean`` (one per
+    channel). Its layers are the stream's (``rgb_conv1`` …), so weights move between the two by
+    name (``pipeline.weights``)."""
+    images = keras.Input((*size, channels), name="image")
+    x = keras.layers.Reshape((1, *size, channels), name="one_snippet")(images)
     x = RGBNormalization(tuple(mean), 1.0, name="rgb_norm")(x)
-    stages = BACKBONES[backbone]("rgb_", classes, 0.0, False, False)
+    stages = BACKBONES[backbone]("rgb_", classes, 0.0, False, channels != 3)
     full = keras.Model(images, _run(stages, x))
     logits = keras.layers.Reshape((classes,), name="logits")(full.get_layer("rgb_fc8").output)
     return keras.Model(images, logits, name=f"imagenet_{backbone}")

@@ -364,6 +364,24 @@ class FusionParams(_Section, name="fusion"):
 
 
 @dataclass(frozen=True)
+class StreamsParams(_Section, name="train.streams"):
+    """``train.streams``: trained stream models to use as they are instead of training them
+    (``.h5`` files that ``python -m pipeline.weights import`` wrote from the authors' released
+    DagNN models; README, The authors' released streams)."""
+
+    rgb: str | None
+    flow: str | None
+
+    def _check(self) -> list[str]:
+        return [
+            f"train.streams.{name}: got {path!r}; allowed: null, or the path of the .h5 file "
+            f"python -m pipeline.weights import wrote from a released {name} stream (.mat)"
+            for name, path in (("rgb", self.rgb), ("flow", self.flow))
+            if path is not None and not path.endswith(".h5")
+        ]
+
+
+@dataclass(frozen=True)
 class TrainParams(_Section, name="train"):
     """``train``: how the networks are trained (the streams; the fusion stage takes its epochs
     and learning rate from ``fusion``)."""
@@ -382,6 +400,7 @@ class TrainParams(_Section, name="train"):
     )
     jit_compile: bool
     seed: int = field(metadata=_between(0, 2**31 - 1))
+    streams: StreamsParams
 
     def _check(self) -> list[str]:
         if self.weights not in ("none", "imagenet") and not self.weights.endswith(".h5"):

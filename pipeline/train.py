@@ -49,6 +49,7 @@ from pipeline.model import (
     build_fused,
     build_stream,
     count_params,
+    flow_normalisation,
     init_from_streams,
     num_classes,
     rgb_normalisation,
@@ -116,6 +117,8 @@ def stage_settings(stream: str, params: Params) -> dict:
         # late fusion (layer softmax) only averages the trained streams: nothing to train
         epochs = 0 if params.fusion.layer == "softmax" else params.fusion.epochs
         return {"epochs": epochs, "lr": params.fusion.lr, "mode": "both"}
+    if getattr(params.train.streams, stream) is not None:  # a released stream, taken as it is
+        return {"epochs": 0, "lr": params.train.lr, "mode": stream}
     return {"epochs": params.train.epochs, "lr": params.train.lr, "mode": stream}
 
 
@@ -132,7 +135,12 @@ def build_model(stream: str, params: Params, classes: int, models_dir: Path = MO
                 f"{path} not found: train the {name} stream first (dvc repro train_{name})"
             )
         streams[name] = keras.saving.load_model(path, compile=False)
-    fused = build_fused(params, classes, rgb_normalisation(streams["rgb"]))
+    fused = build_fused(
+        params,
+        classes,
+        rgb_normalisation(streams["rgb"]),
+        flow_normalisation(streams["flow"]),
+    )
     skip = tuple(fused.appearance_above) if params.fusion.head_init == "random" else ()
     unfilled = init_from_streams(fused, streams["rgb"], streams["flow"], skip)
     return fused, [f"not from the streams: {line}" for line in unfilled]
@@ -165,12 +173,14 @@ def run_key(stream: str, params: Params, shards_dir: str, models_dir: Path) -> s
     needed, never resumed wrongly), except what a stream never reads: ``fusion.*``, and for
     the rgb stream ``model.flow_backbone``. Not recorded as reads (:func:`unrecorded`)."""
     with unrecorded():
-        model = asdict(params.model)
+        model, train = asdict(params.model), asdict(params.train)
         if stream == "rgb":
             del model["flow_backbone"]
+        if stream != "fusion":  # the other stream's released model is not this one's
+            train["streams"] = train["streams"][stream]
         parts = {
             "stream": stream,
-            "params": {"clip": asdict(params.clip), "model": model, "train": asdict(params.train)},
+            "params": {"clip": asdict(params.clip), "model": model, "train": train},
             "eval.clips": params.eval.clips,
             "shards": contracts.read_shard_index(shards_dir),
         }
@@ -398,7 +408,7 @@ def train(
     setting = stage_settings(stream, params)
     batch = t.batch_size
     steps = count_videos("train", shards_dir) // batch
-    if steps < 1:
+    if steps < 1 and setting["epochs"]:
         raise TrainError(
             f"the train split has {count_videos('train', shards_dir)} videos, fewer "
             f"than one batch of train.batch_size = {batch}"
@@ -480,6 +490,19 @@ def train(
         )
     else:
         fit_epochs(model, train_ds, val_ds, val_steps, start, setting["epochs"], steps, on_epoch)
+    if setting["epochs"] == 0 and stream != "fusion" and val_ds is not None:
+        scored = model.evaluate(val_ds, steps=val_steps, verbose=0, return_dict=True)
+        logs = {k: v for k, v in _standard_logs(scored).items() if k in ("loss", "accuracy")}
+        print(
+            f"train {stream}: not trained; on the val split: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()),
+            flush=True,
+        )
+        if live is not None:
+            for key, value in logs.items():
+                live.log_metric(f"val_{key}", float(value))
+    if setting["epochs"] == 0 and stream != "fusion" and live is not None:
+        live.log_metric("epochs_trained", 0)
     if live is not None:
         live.end()
     if chief:

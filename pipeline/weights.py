@@ -250,7 +250,8 @@ def _backbone_spec(net: object) -> list[dict]:
     spec, pad = [], (0, 0, 0, 0)
     for layer in net.layers:
         inner = getattr(layer, "layer", layer)
-        name = layer.name.removeprefix("rgb_")
+        ours = layer.name.removeprefix("rgb_")
+        name = matconvnet_name(ours)
         out_hw = tuple(layer.output.shape[-3:-1]) if len(layer.output.shape) >= 4 else None
         if isinstance(inner, keras.layers.ZeroPadding2D):
             (t, b), (left, r) = inner.padding
@@ -259,9 +260,12 @@ def _backbone_spec(net: object) -> list[dict]:
         if isinstance(inner, keras.layers.Conv2D | keras.layers.Dense):
             conv = isinstance(inner, keras.layers.Conv2D)
             kernel = tuple(inner.kernel.shape)
+            if conv and inner.padding == "same":  # VGG-16's 3×3, stride 1: pad 1 all round
+                pad = tuple((k - 1) // 2 for k in (kernel[0], kernel[0], kernel[1], kernel[1]))
             spec.append(
                 {
                     "name": name,
+                    "ours": ours,
                     "type": "conv",
                     "kernel": kernel,
                     "stride": list(inner.strides) if conv else [1, 1],
@@ -269,12 +273,13 @@ def _backbone_spec(net: object) -> list[dict]:
                 }
             )
             if inner.activation is keras.activations.relu:
-                spec.append({"name": re.sub(r"^\D+", "relu", name), "type": "relu"})
+                spec.append({"name": re.sub(r"^(conv|fc)", "relu", name), "type": "relu"})
         elif isinstance(inner, LocalResponseNormalization):
             r = inner.depth_radius
             spec.append(
                 {
                     "name": name,
+                    "ours": ours,
                     "type": "lrn",
                     "param": [2 * r + 1, inner.bias, inner.alpha, inner.beta],
                 }
@@ -283,6 +288,7 @@ def _backbone_spec(net: object) -> list[dict]:
             spec.append(
                 {
                     "name": name,
+                    "ours": ours,
                     "type": "pool",
                     "pool": list(inner.pool_size),
                     "stride": list(inner.strides),
@@ -291,6 +297,17 @@ def _backbone_spec(net: object) -> list[dict]:
             )
         pad = (0, 0, 0, 0)
     return spec
+
+
+def matconvnet_name(ours: str) -> str:
+    """MatConvNet's name of one of our backbone layers: VGG-16's ``block<b>_conv<c>`` is
+    ``conv<b>_<c>`` and ``block<b>_pool`` ``pool<b>`` (``imagenet-vgg-verydeep-16.mat``, and
+    twostreamfusion's ``conv5_3``, ``relu5_3``, ``pool5``); VGG-M's are MatConvNet's own."""
+    if m := re.fullmatch(r"block(\d)_conv(\d)", ours):
+        return f"conv{m.group(1)}_{m.group(2)}"
+    if m := re.fullmatch(r"block(\d)_pool", ours):
+        return f"pool{m.group(1)}"
+    return ours
 
 
 def _shape(shape: tuple) -> str:
@@ -306,7 +323,11 @@ def _out(size: tuple[float, float], k: list, stride: list, pad: list) -> tuple[i
 
 
 def check_and_convert(
-    layers: list[dict], spec: list[dict], input_size: tuple[int, int], source: str
+    layers: list[dict],
+    spec: list[dict],
+    input_size: tuple[int, int],
+    source: str,
+    backbone: str = BACKBONE,
 ) -> dict[str, list[np.ndarray]]:
     """The backbone's weights from MatConvNet ``layers``, by our layer names (``conv1`` …
     ``fc8``). Raises :class:`WeightsError` listing every difference from ``spec``."""
@@ -325,8 +346,8 @@ def check_and_convert(
             return f"{x[i][0]} ({x[i][1]})" if i < len(x) else "nothing"
 
         raise WeightsError(
-            f"{source} is not {BACKBONE}: layer {i + 1} is {say(got, i)} in the file, "
-            f"{say(want, i)} in {BACKBONE}.\n  file:     {' '.join(n for n, _ in got)}\n"
+            f"{source} is not {backbone}: layer {i + 1} is {say(got, i)} in the file, "
+            f"{say(want, i)} in {backbone}.\n  file:     {' '.join(n for n, _ in got)}\n"
             f"  expected: {' '.join(n for n, _ in want)}"
         )
     problems, converted, size = [], {}, (float(input_size[0]), float(input_size[1]))
@@ -352,43 +373,43 @@ def check_and_convert(
                 for key in ("stride", "pad"):
                     if [int(v) for v in layer[key]] != [int(v) for v in s[key]]:
                         problems.append(
-                            f"{name}: {key} {layer[key]} in the file, {s[key]} in {BACKBONE}"
+                            f"{name}: {key} {layer[key]} in the file, {s[key]} in {backbone}"
                         )
             if kernel.shape != s["kernel"]:
                 problems.append(
-                    f"{name}: filters {_shape(f.shape)} in the file; {BACKBONE} needs "
+                    f"{name}: filters {_shape(f.shape)} in the file; {backbone} needs "
                     f"{_shape(s['kernel'])}"
                     + (" (as a Dense kernel)" if len(s["kernel"]) == 2 else "")
                 )
             if layer["dilate"] != [1.0, 1.0]:
-                problems.append(f"{name}: dilate {layer['dilate']}; {BACKBONE} does not dilate")
+                problems.append(f"{name}: dilate {layer['dilate']}; {backbone} does not dilate")
             if b.shape != (f.shape[-1],):
                 problems.append(f"{name}: {b.size} biases for {f.shape[-1]} filters")
-            converted[name] = [kernel, b]
+            converted[s.get("ours", name)] = [kernel, b]
             size = out
         elif layer["type"] == "pool":
             if layer["method"] != "max":
-                problems.append(f"{name}: {layer['method']} pooling; {BACKBONE} max-pools")
+                problems.append(f"{name}: {layer['method']} pooling; {backbone} max-pools")
             if layer["pool"] != s["pool"] or layer["stride"] != s["stride"]:
                 problems.append(
                     f"{name}: pool {layer['pool']} stride {layer['stride']} in the file, pool "
-                    f"{s['pool']} stride {s['stride']} in {BACKBONE}"
+                    f"{s['pool']} stride {s['stride']} in {backbone}"
                 )
             out = _out(size, layer["pool"], layer["stride"], layer["pad"])
             top_left = (layer["pad"][0], layer["pad"][2])
             if top_left != (0, 0):
                 problems.append(
-                    f"{name}: pad {layer['pad']} pads the top or left; {BACKBONE}'s windows "
+                    f"{name}: pad {layer['pad']} pads the top or left; {backbone}'s windows "
                     "start at the top left corner (pad [0 b 0 r])"
                 )
             elif out != s["out"]:
                 problems.append(
                     f"{name}: pad {layer['pad']} gives {_shape(out)} from {_shape(size)}; "
-                    f"{BACKBONE} pools to {_shape(s['out'])}"
+                    f"{backbone} pools to {_shape(s['out'])}"
                 )
             size = out
         elif layer["type"] == "relu" and layer["leak"] != 0:
-            problems.append(f"{name}: a leaky ReLU (leak {layer['leak']:g}); {BACKBONE}'s are not")
+            problems.append(f"{name}: a leaky ReLU (leak {layer['leak']:g}); {backbone}'s are not")
         elif layer["type"] == "lrn":
             n = layer["param"][0]
             if n % 2 == 0:
@@ -396,11 +417,11 @@ def check_and_convert(
             if not np.allclose(layer["param"], s["param"], rtol=1e-5, atol=0):
                 problems.append(
                     f"{name}: LRN [N κ α β] = {[float(f'{v:.6g}') for v in layer['param']]} in the "
-                    f"file (MatConvNet's α, not divided by N); {BACKBONE} has "
+                    f"file (MatConvNet's α, not divided by N); {backbone} has "
                     f"{[float(f'{v:.6g}') for v in s['param']]}"
                 )
     if problems:
-        raise WeightsError(f"{source} does not fit {BACKBONE}:\n  " + "\n  ".join(problems))
+        raise WeightsError(f"{source} does not fit {backbone}:\n  " + "\n  ".join(problems))
     return converted
 
 
@@ -414,14 +435,18 @@ def digests(path: str | Path) -> tuple[str, str]:
     return sha.hexdigest(), md5.hexdigest()
 
 
-def import_matconvnet(path: str | Path, out: str | Path) -> list[str]:
-    """Convert MatConvNet's ``imagenet-vgg-m-2048.mat`` (or a file in its layout) to ``out``
-    (:func:`pipeline.contracts.write_pretrained`); returns the lines to print."""
+def import_matconvnet(path: str | Path, out: str | Path | None = None) -> list[str]:
+    """Convert MatConvNet's ``imagenet-vgg-m-2048.mat`` (or a file in its layout), or a DagNN
+    model (:func:`import_dagnn`), to ``out`` (:func:`pipeline.contracts.write_pretrained`;
+    None: where the README says); returns the lines to print."""
     from pipeline.model import count_params, imagenet_network
 
     path = Path(path)
     tree = load_mat(path)
-    net = tree["net"] if set(tree) == {"net"} and isinstance(tree["net"], dict) else tree
+    net = tree["net"] if "net" in tree and isinstance(tree["net"], dict) else tree
+    if "params" in net or "vars" in net:
+        return import_dagnn(path, net, out)
+    out = contracts.imagenet_path(BACKBONE) if out is None else out
     layers = simplenn_layers(net, str(path))
     norm, classes, layout = normalization(net, str(path))
     size = [int(v) for v in np.asarray(norm.get("imageSize", []), "float64").ravel()[:2]]
@@ -477,6 +502,348 @@ def import_matconvnet(path: str | Path, out: str | Path) -> list[str]:
     ]
 
 
+# ---- DagNN models: the authors' released streams and fused nets ------------------------------
+
+DAGNN_TYPES = {
+    "dagnn.Conv": "conv",
+    "dagnn.ReLU": "relu",
+    "dagnn.Pooling": "pool",
+    "dagnn.LRN": "lrn",
+    "dagnn.DropOut": "dropout",
+    "dagnn.SoftMax": "softmax",
+    "dagnn.Loss": "softmaxloss",
+    "dagnn.Conv3D": "conv3d",
+    "dagnn.Pooling3D": "pool3d",
+    "dagnn.Concat": "concat",
+    "dagnn.Sum": "sum",
+}
+"""MatConvNet's DagNN block classes (``layers(i).type = class(block)``) in simplenn's terms;
+Conv3D and Pooling3D are twostreamfusion's own (``matconvnet/matlab/+dagnn/``)."""
+FUSION_TYPES = ("concat", "sum", "conv3d")
+SUFFIXES = {"_spatial": "rgb", "_temporal": "flow"}
+"""cnn_ucf101_fusion.m names the towers of a fused net by these suffixes (layers, vars,
+params)."""
+
+
+def _records(value: object, what: str) -> list[dict]:
+    """A MATLAB struct array as a list of dicts (a 1×1 struct array comes as one dict)."""
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+        return value
+    raise WeightsError(f"{what} is not a struct array (got {type(value).__name__})")
+
+
+def _pads(value: object, n: int, what: str) -> list[float]:
+    """A DagNN ``pad`` of 1, n or 2n numbers as 2n (``dagnn.Filter``'s ``set.pad``: one for
+    all, ``[a b]`` as ``[a a b b]``; [top bottom left right], Conv3D's [.. front back])."""
+    v = np.asarray(_given(value, 0), "float64").ravel()
+    if v.size == 1:
+        return [float(v[0])] * 2 * n
+    if v.size == n:
+        return [float(x) for x in np.repeat(v, 2)]
+    if v.size != 2 * n:
+        raise WeightsError(f"{what}: {v.size} values ({v.tolist()}); DagNN takes 1, {n} or {2 * n}")
+    return [float(x) for x in v]
+
+
+def dagnn_layers(net: dict, source: str) -> list[dict]:
+    """``net.layers`` of a DagNN model (what ``dagnn.DagNN.saveobj`` writes: ``name``, ``type``,
+    ``inputs``, ``outputs``, ``params``, ``block``) as :func:`simplenn_layers`' dicts plus
+    ``dagnn`` (the class), ``inputs`` and ``outputs``; a conv's filters and biases come from
+    ``net.params`` by the names the layer lists (filters first). Pooling3D keeps its time
+    window in ``time`` (pool, stride, pad)."""
+    if not isinstance(net.get("layers"), list | dict):
+        raise WeightsError(
+            f"{source} looks like a DagNN model (it has {'params' if 'params' in net else 'vars'})"
+            " but no net.layers struct array (name, type, inputs, outputs, params, block)"
+        )
+    values = {_text(p.get("name")): p.get("value") for p in _records(net.get("params"), "params")}
+    out = []
+    for i, layer in enumerate(_records(net["layers"], f"{source}: layers"), 1):
+        if "block" not in layer or "type" not in layer:
+            raise WeightsError(
+                f"{source} looks like a DagNN model, but layer {i} has no type and block (its "
+                f"fields: {', '.join(layer)}): not what dagnn.DagNN.saveobj writes"
+            )
+        name = _text(layer.get("name")) or f"layer{i}"
+        dagnn = _text(layer.get("type"))
+        kind = DAGNN_TYPES.get(dagnn, dagnn)
+        block = layer["block"] if isinstance(layer["block"], dict) else {}
+        item = {
+            "name": name,
+            "type": kind,
+            "dagnn": dagnn,
+            "inputs": _strings(layer.get("inputs")),
+            "outputs": _strings(layer.get("outputs")),
+        }
+        where = f"{source}: layer {name} ({dagnn})"
+        if kind in ("conv", "conv3d"):
+            names = _strings(layer.get("params"))
+            missing = [n for n in names if n not in values]
+            if missing or not names:
+                raise WeightsError(f"{where}: its params {names} are not all in net.params")
+            rank, n = (4, 2) if kind == "conv" else (5, 3)
+            filters = np.asarray(values[names[0]], "float32")
+            filters = filters.reshape(filters.shape + (1,) * (rank - filters.ndim))
+            has_bias = bool(np.asarray(_given(block.get("hasBias"), 1)).ravel()[0])
+            if has_bias and len(names) < 2:
+                raise WeightsError(f"{where}: hasBias but one param ({names[0]})")
+            biases = (
+                np.asarray(values[names[1]], "float32").ravel()
+                if has_bias
+                else np.zeros(filters.shape[-1], "float32")
+            )
+            item.update(
+                filters=filters,
+                biases=biases,
+                stride=_numbers(_given(block.get("stride"), 1), n, f"{where}: stride"),
+                pad=_pads(block.get("pad"), n, f"{where}: pad"),
+                dilate=_numbers(_given(block.get("dilate"), 1), 2, f"{where}: dilate"),
+            )
+        elif kind in ("pool", "pool3d"):
+            n = 2 if kind == "pool" else 3
+            pool = _numbers(_given(block.get("poolSize"), 1), n, f"{where}: poolSize")
+            stride = _numbers(_given(block.get("stride"), 1), n, f"{where}: stride")
+            pad = _pads(block.get("pad"), n, f"{where}: pad")
+            # Pooling3D always max-pools (mex_maxpool3d; its method is never read)
+            method = "max" if kind == "pool3d" else _text(block.get("method")) or "max"
+            item.update(method=method, pool=pool[:2], stride=stride[:2], pad=pad[:4])
+            if kind == "pool3d":
+                item.update(type="pool", time=(pool[2], stride[2], pad[4:]))
+        elif kind == "relu":
+            leak = np.asarray(_given(block.get("leak"), 0.0), "float64").ravel()
+            item["leak"] = float(leak[0])
+        elif kind == "lrn":
+            item["param"] = [float(x) for x in np.asarray(block.get("param"), "float64").ravel()]
+            if len(item["param"]) != 4:
+                raise WeightsError(f"{where}: LRN param {item['param']}; expected [N κ α β]")
+        out.append(item)
+    return out
+
+
+def _what_it_holds(layers: list[dict]) -> str:
+    counts: dict[str, int] = {}
+    for layer in layers:
+        counts[layer["dagnn"]] = counts.get(layer["dagnn"], 0) + 1
+    return ", ".join(f"{n} {t.removeprefix('dagnn.')}" for t, n in counts.items())
+
+
+def dagnn_towers(layers: list[dict], source: str) -> tuple[dict[str, list[dict]], list[dict]]:
+    """The towers of a DagNN net: for each input variable (``input``, and ``input_flow`` in the
+    authors' fused nets), the chain of layers data flows through, in order, up to the output
+    (losses left out), the ``_spatial``/``_temporal`` suffixes taken off. Fusion layers
+    (Concat, Sum, Conv3D and the ReLU after it) are listed apart: a tower that only goes on
+    through them (the fused net's spatial tower) continues after them. Returns ({tower: layers},
+    fusion layers); the tower is ``rgb`` or ``flow`` (by suffix, else by conv1's channels)."""
+    produced = {v for layer in layers for v in layer["outputs"]}
+    starts = []
+    for layer in layers:
+        if layer["type"] == "softmaxloss":
+            continue
+        for var in layer["inputs"]:
+            if var not in produced and var not in starts:
+                starts.append(var)
+    towers, fusion = {}, []
+    for var in starts:
+        chain, current, after_fusion = [], var, False
+        while True:
+            consumers = [
+                layer
+                for layer in layers
+                if current in layer["inputs"] and layer["type"] != "softmaxloss"
+            ]
+            own = [c for c in consumers if c["type"] not in FUSION_TYPES]
+            step = own or consumers
+            if not step:
+                break
+            if len(step) > 1:
+                raise WeightsError(
+                    f"{source}: {current} feeds {', '.join(c['name'] for c in step)}: a branch "
+                    f"inside a tower; this imports chains (VGG), and the file holds "
+                    f"{_what_it_holds(layers)}"
+                )
+            layer = step[0]
+            if layer["type"] in FUSION_TYPES or (after_fusion and layer["type"] == "relu"):
+                if layer not in fusion:
+                    fusion.append(layer)
+                after_fusion = layer["type"] == "conv3d"
+            else:
+                after_fusion = False
+                chain.append(layer)
+            current = layer["outputs"][0] if layer["outputs"] else None
+            if current is None or len(chain) > len(layers):
+                break
+        if not chain:
+            continue
+        suffix = next((s for s in SUFFIXES if chain[0]["name"].endswith(s)), None)
+        convs = [layer for layer in chain if layer["type"] == "conv"]
+        if suffix:
+            tower = SUFFIXES[suffix]
+        else:
+            tower = "rgb" if convs and convs[0]["filters"].shape[2] == 3 else "flow"
+        if tower in towers:
+            raise WeightsError(f"{source}: two {tower} towers (inputs {starts})")
+        for layer in chain:
+            if suffix:
+                layer["name"] = layer["name"].removesuffix(suffix)
+        towers[tower] = chain
+    return towers, fusion
+
+
+def _guess_backbone(tower: list[dict], layers: list[dict], source: str) -> str:
+    """vgg16 (13 convolutions and 3 fc) or vgg_m_2048 (5, LRN, 3 fc); anything else is refused
+    naming what the file holds."""
+    kinds = {layer["type"] for layer in layers}
+    unknown = sorted(kinds - set(DAGNN_TYPES.values()))
+    convs = [layer for layer in tower if layer["type"] == "conv"]
+    lrn = any(layer["type"] == "lrn" for layer in tower)
+    if not unknown and "sum" not in kinds and len(convs) == 16 and not lrn:
+        return "vgg16"
+    if not unknown and "sum" not in kinds and len(convs) == 8 and lrn:
+        return "vgg_m_2048"
+    resnet = "dagnn.BatchNorm" in unknown or "sum" in kinds
+    what = "a ResNet (BatchNorm and Sum blocks)" if resnet else "no network we have"
+    raise WeightsError(
+        f"{source} holds {_what_it_holds(layers)} ({len(convs)} convolutions in a tower): "
+        f"{what}; this imports vgg16 (13 conv + 3 fc) and vgg_m_2048 (5 conv, LRN, 3 fc) "
+        "towers (model.backbone)"
+    )
+
+
+def _flow_mean(average: object, channels: int) -> list[float]:
+    a = np.asarray(average, "float64")
+    if a.size == channels:
+        return [float(v) for v in a.ravel()]
+    if a.ndim == 3 and a.shape[-1] == channels:
+        return [float(v) for v in a.mean(axis=(0, 1))]
+    raise WeightsError(f"averageImage has shape {a.shape}; expected {channels} values")
+
+
+def import_dagnn(path: Path, net: dict, out: str | Path | None = None) -> list[str]:
+    """Convert a MatConvNet DagNN model: one of the authors' released streams (VGG-16 RGB or
+    flow, trained on UCF101) into a trained-stream file for ``train.streams``, each tower of
+    one of their fused nets into one, or a DagNN ImageNet model (1000 classes) into weights
+    for ``train.weights``. Every tower is checked layer by layer against our backbone
+    (:func:`check_and_convert`); returns the lines to print."""
+    from pipeline.model import count_params, imagenet_network
+
+    with path.open("rb") as f:
+        if f.read(520)[512:520] == HDF5_SIGNATURE:
+            raise WeightsError(
+                f"{path} is a DagNN model in a MATLAB v7.3 (HDF5) file, whose struct arrays this "
+                "does not read: save it again as v7 in MATLAB (s = load(FILE); save(NEW, "
+                "'-struct', 's', '-v7'))"
+            )
+    layers = dagnn_layers(net, str(path))
+    towers, fusion = dagnn_towers(layers, str(path))
+    if not towers:
+        raise WeightsError(f"{path}: no layer reads an input variable ({_what_it_holds(layers)})")
+    norm, classes, _ = normalization(net, str(path))
+    size = [int(v) for v in np.asarray(norm.get("imageSize", []), "float64").ravel()[:2]]
+    if len(size) != 2:
+        raise WeightsError(f"{path}: meta.normalization.imageSize is {norm.get('imageSize')!r}")
+    average = np.asarray(_given(norm.get("averageImage"), np.zeros(0)), "float64")
+    sha, md5 = digests(path)
+    classes = classes if isinstance(classes, dict) else {}
+    names, descriptions = _strings(classes.get("name")), _strings(classes.get("description"))
+    lines = [
+        f"read {path} (DagNN; {len(layers)} layers: {_what_it_holds(layers)}; MD5 {md5})",
+    ]
+    if fusion:
+        lines.append(
+            "fused net: its fusion layers "
+            + ", ".join(
+                f"{f['name']} ({f['dagnn'].removeprefix('dagnn.')}"
+                + (f" {_shape(f['filters'].shape)}" if "filters" in f else "")
+                + ")"
+                for f in fusion
+            )
+            + " are not imported (train_fusion builds and trains its own fusion)"
+        )
+    for tower, chain in towers.items():
+        backbone = _guess_backbone(chain, layers, str(path))
+        convs = [layer for layer in chain if layer["type"] == "conv"]
+        channels, n_classes = convs[0]["filters"].shape[2], convs[-1]["filters"].shape[-1]
+        if tower == "rgb":
+            if average.size == 0:
+                raise WeightsError(f"{path}: meta.normalization.averageImage is missing or empty")
+            # a fused net's meta is its flow net's: averageImage = cat(3, flow 2L, RGB 3)
+            # (cnn_ucf101_fusion.m, l. 139-141 and 187)
+            mean, mean_note = channel_mean(average.ravel()[-3:] if fusion else average)
+        else:
+            mean = _flow_mean(average.ravel()[:channels] if fusion else average, channels)
+            mean_note = f"averageImage: {sorted({round(m, 4) for m in mean})} per flow channel"
+        kept = [
+            layer for layer in chain if layer["type"] not in ("dropout", "softmax", "softmaxloss")
+        ]
+        renamed = []
+        try:
+            model = imagenet_network(backbone, tuple(size), n_classes, mean, channels)
+        except ValueError as exc:
+            raise WeightsError(f"{path}: {backbone} cannot be built for {size}: {exc}") from exc
+        spec = _backbone_spec(model)
+        if [layer["type"] for layer in kept] == [s_["type"] for s_ in spec]:
+            for layer, s_ in zip(kept, spec, strict=True):
+                if layer["name"] != s_["name"]:  # fromSimpleNN names unnamed layers layerN
+                    renamed.append(f"{layer['name']} as {s_['name']}")
+                    layer["name"] = s_["name"]
+        converted = check_and_convert(kept, spec, tuple(size), f"{path} ({tower})", backbone)
+        for name, arrays in converted.items():
+            model.get_layer(f"rgb_{name}").set_weights(arrays)
+        kind = "imagenet" if channels == 3 and n_classes == 1000 and not fusion else "stream"
+        pooled = [f"{layer['name']} {layer['time']}" for layer in chain if "time" in layer]
+        meta = {
+            "backbone": backbone,
+            "kind": kind,
+            "input_size": size,
+            "channels": "RGB" if tower == "rgb" else "flow",
+            "mean": mean,
+            "classes": names if len(names) == n_classes else [],
+            "descriptions": descriptions if len(descriptions) == n_classes else [],
+            "source": path.name,
+            "source_sha256": sha,
+            "source_layout": "DagNN" + (f" fused net, {tower} tower" if fusion else ""),
+            "mean_note": mean_note,
+            "flow_stack": channels // 2 if tower == "flow" else None,
+            "fused_head": bool(fusion) and tower == "rgb",
+        }
+        if out is not None and len(towers) == 1:
+            target = Path(out)
+        elif out is not None:
+            target = Path(out).with_name(f"{Path(out).stem}-{tower}{Path(out).suffix or '.h5'}")
+        elif kind == "imagenet":
+            target = contracts.imagenet_path(backbone)
+        else:
+            stem = path.stem + (f"-{tower}" if len(towers) > 1 else "")
+            target = contracts.released_path(stem)
+        contracts.write_pretrained(target, converted, meta)
+        use = (
+            f"train.weights: {target}"
+            if kind == "imagenet"
+            else f"train.streams.{tower}: {target} (model.backbone: {backbone}"
+            + (f", clip.flow_stack: {channels // 2}" if tower == "flow" else "")
+            + f", clip.crop: {size[0]})"
+        )
+        lines += [
+            f"{tower} tower: {backbone}, {channels} input channels, {n_classes} classes, "
+            f"{count_params(model):,} parameters; layers {', '.join(converted)}",
+            f"  input {size[0]}×{size[1]}, mean ({', '.join(f'{m:.2f}' for m in mean[:3])}"
+            f"{', ...' if len(mean) > 3 else ''}); {mean_note}",
+        ]
+        if renamed:
+            lines.append(f"  named by position: {', '.join(renamed)}")
+        if pooled:
+            lines.append(f"  3D pooling (time window, stride, pad) read as 2D: {', '.join(pooled)}")
+        if meta["fused_head"]:
+            lines.append(
+                "  its fc6-fc8 were trained above the fusion (on fused features), not on RGB "
+                "alone: as an RGB stream, they are the fused net's head"
+            )
+        lines.append(f"  wrote {target}: set {use}")
+    return lines
+
+
 def network(path: str | Path) -> tuple[object, dict]:
     """The ImageNet classifier (:func:`pipeline.model.imagenet_network`) of a file written by
     :func:`import_matconvnet`, filled from it, and the file's meta."""
@@ -524,7 +891,11 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help=f"convert MatConvNet's {BACKBONE} .mat")
     imp.add_argument("mat", help=f"imagenet-vgg-m-2048.mat (from {MATCONVNET_URL})")
-    imp.add_argument("--out", default=str(contracts.imagenet_path(BACKBONE)))
+    imp.add_argument(
+        "--out",
+        help=f"default: {contracts.imagenet_path(BACKBONE)} for ImageNet weights, "
+        f"{contracts.RELEASED_DIR}/<name>.h5 for a trained stream (-<tower> for a fused net's)",
+    )
     cls = sub.add_parser("classify", help="top-5 ImageNet classes of photos under an import")
     cls.add_argument("weights", help="a file written by import")
     cls.add_argument("images", nargs="+")

@@ -565,3 +565,314 @@ def test_vgg16_file_fills_both_towers(vgg16_file, raw_params):
     )
     fc7 = keras.Model(rgb.input, rgb.get_layer("rgb_fc7").output)
     assert _rel(fc7.predict(image[:, None], verbose=0)[:, 0], want) < 1e-4
+
+
+# ---- DagNN: the authors' released streams and fused nets --------------------------------------
+
+DAG = 32  # VGG-16 at 32²: pool5 is 1×1, fc6 a 1×1×512×4096 conv (the real files: 224², 7×7)
+UCF = 7  # classes of the fixture's "UCF101" streams
+
+
+def _vgg16_simplenn(channels: int, seed: int) -> list[dict]:
+    """VGG-16 as imagenet-vgg-verydeep-16.mat (MatConvNet, imported from Caffe) lays it out and
+    the authors' streams keep it: conv<b>_<c> 3×3 pad 1, relu<b>_<c>, pool<b> 2×2/2 with
+    import-caffe.py's round-up pad [0 1 0 1] (utils/layers.py, CaffePooling: bottom/right
+    min(pad + stride - 1, kernel - 1)), fc6-fc8 as convolutions, dropout after relu6/7."""
+    rng = np.random.default_rng(seed)
+    layers, cin = [], channels
+
+    def conv(name, k, cin, cout, pad):
+        f = rng.normal(0, np.sqrt(2.0 / (k * k * cin)), (k, k, cin, cout)).astype("float32")
+        b = rng.normal(0, 0.1, (cout,)).astype("float32")
+        return {"name": name, "type": "conv", "f": f, "b": b, "stride": 1, "pad": pad}
+
+    for b, (filters, convs) in enumerate(((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)), 1):
+        for c in range(1, convs + 1):
+            layers += [conv(f"conv{b}_{c}", 3, cin, filters, 1), {"name": f"relu{b}_{c}",
+                                                                   "type": "relu"}]  # fmt: skip
+            cin = filters
+        layers.append({"name": f"pool{b}", "type": "pool", "method": "max", "pool": [2, 2],
+                       "stride": 2, "pad": [0, 1, 0, 1]})  # fmt: skip
+    layers += [
+        conv("fc6", DAG // 32, 512, 4096, 0), {"name": "relu6", "type": "relu"},
+        {"name": "drop6", "type": "dropout"},
+        conv("fc7", 1, 4096, 4096, 0), {"name": "relu7", "type": "relu"},
+        {"name": "drop7", "type": "dropout"},
+        conv("fc8", 1, 4096, UCF, 0),
+    ]  # fmt: skip
+    return layers
+
+
+def _struct_array(records: list[dict]) -> np.ndarray:
+    """A MATLAB 1×N struct array (saveobj's vars, params and layers are struct arrays)."""
+    fields = list(dict.fromkeys(k for r in records for k in r))
+    array = np.zeros((1, len(records)), dtype=[(f, object) for f in fields])
+    for i, record in enumerate(records):
+        for f in fields:
+            array[0, i][f] = record.get(f, np.zeros((0, 0)))
+    return array
+
+
+def _dagnn_blocks(layers: list[dict], suffix: str = "") -> tuple[list, list]:
+    """(layers, params) as dagnn.DagNN.fromSimpleNN makes them and saveobj writes them
+    (vlfeat/matconvnet matlab/+dagnn/@DagNN/fromSimpleNN.m: vars x0, x1, …; conv params
+    <name>f / <name>b; saveobj.m: each layer's name, type = class(block), inputs, outputs,
+    params, block = block.save(), i.e. every public property of the block class)."""
+    out, params = [], []
+    for i, layer in enumerate(layers):
+        name, t = layer["name"] + suffix, layer["type"]
+        ins, outs, ps = [f"x{i}{suffix}"], [f"x{i + 1}{suffix}"], []
+        if t == "conv":
+            ps = [f"{layer['name']}f{suffix}", f"{layer['name']}b{suffix}"]
+            params += [{"name": ps[0], "value": layer["f"], "learningRate": 1.0,
+                        "weightDecay": 1.0},
+                       {"name": ps[1], "value": layer["b"].reshape(-1, 1), "learningRate": 2.0,
+                        "weightDecay": 0.0}]  # fmt: skip
+            pad = layer["pad"]
+            block = {"size": np.array(layer["f"].shape, "float64"), "hasBias": True,
+                     "opts": _cell([]), "pad": np.full((1, 4), pad, "float64"),
+                     "stride": np.full((1, 2), layer["stride"], "float64"),
+                     "dilate": np.ones((1, 2))}  # fmt: skip
+            kind = "dagnn.Conv"
+        elif t == "relu":
+            block, kind = {"useShortCircuit": True, "leak": 0.0, "opts": _cell([])}, "dagnn.ReLU"
+        elif t == "pool":
+            block = {"method": "max", "poolSize": np.array(layer["pool"], "float64"),
+                     "opts": _cell([]), "pad": np.array(layer["pad"], "float64"),
+                     "stride": np.full((1, 2), layer["stride"], "float64"),
+                     "dilate": np.ones((1, 2))}  # fmt: skip
+            kind = "dagnn.Pooling"
+        elif t == "dropout":
+            block, kind = {"rate": 0.85, "frozen": False}, "dagnn.DropOut"
+        out.append({"name": name, "type": kind, "inputs": _cell(ins), "outputs": _cell(outs),
+                    "params": _cell(ps), "block": block})  # fmt: skip
+    last = f"x{len(layers)}{suffix}"
+    out.append({"name": f"loss{suffix}", "type": "dagnn.Loss", "inputs": _cell([last, "label"]),
+                "outputs": _cell([f"objective{suffix}"]), "params": _cell([]),
+                "block": {"loss": "softmaxlog", "ignoreAverage": False, "normalise": True,
+                          "opts": _cell([])}})  # fmt: skip
+    return out, params
+
+
+def dagnn_content(layers: list[dict], average, channels: int) -> dict:
+    """What ``net_ = net.saveobj(); save(file, '-struct', 'net_')`` writes (saveobj.m: vars,
+    params, layers, meta), with the authors' stream meta (cnn_ucf101_spatial.m /
+    cnn_ucf101_temporal.m: imageSize 224×224×3 or ×20, flow averageImage ones(1,1,20)*128)."""
+    dag_layers, params = _dagnn_blocks(layers)
+    names = {v for layer in dag_layers for k in ("inputs", "outputs") for v in layer[k].ravel()}
+    return {
+        "vars": _struct_array([{"name": v, "precious": False} for v in sorted(names)]),
+        "params": _struct_array(params),
+        "layers": _struct_array(dag_layers),
+        "meta": {"normalization": {"imageSize": np.array([DAG, DAG, channels], "float64"),
+                                   "averageImage": np.asarray(average, "float32"),
+                                   "border": np.array([32.0, 32.0]),
+                                   "rgbVariance": np.zeros((0, 0))}},
+    }  # fmt: skip
+
+
+RGB_MEAN = (123.68, 116.779, 103.939)
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    """The two released streams, written as DagNN files: (dir, rgb layers, flow layers)."""
+    root = tmp_path_factory.mktemp("released")
+    rgb, flow = _vgg16_simplenn(3, 10), _vgg16_simplenn(20, 11)
+    scipy.io.savemat(
+        root / "ucf101-img-vgg16-split1.mat",
+        dagnn_content(rgb, np.asarray(RGB_MEAN).reshape(1, 1, 3), 3),
+    )
+    scipy.io.savemat(  # saveState's layout: one variable net (cnn_train_dag.m)
+        root / "ucf101-TVL1flow-vgg16-split1.mat",
+        {"net": dagnn_content(flow, np.full((1, 1, 20), 128.0), 20)},
+    )
+    weights.import_matconvnet(root / "ucf101-img-vgg16-split1.mat", root / "rgb.h5")
+    weights.import_matconvnet(root / "ucf101-TVL1flow-vgg16-split1.mat", root / "flow.h5")
+    return root, rgb, flow
+
+
+def _released_params(raw, root, **streams):
+    raw = copy.deepcopy(raw)
+    raw["clip"].update(frames=1, flow_stack=10, crop=DAG)
+    raw["model"].update(backbone="vgg16", num_classes=UCF)
+    raw["train"]["streams"] = {"rgb": None, "flow": None, **streams}
+    return parse_params(raw)
+
+
+def test_released_streams_import_and_equal_matconvnet(released, raw_params, monkeypatch):
+    root, rgb_layers, flow_layers = released
+    monkeypatch.chdir(root)
+    lines = weights.import_matconvnet("ucf101-img-vgg16-split1.mat")
+    text = "\n".join(lines)
+    assert "rgb tower: vgg16, 3 input channels, 7 classes" in text
+    assert "wrote models/released/ucf101-img-vgg16-split1.h5: set train.streams.rgb" in text
+    lines = weights.import_matconvnet("ucf101-TVL1flow-vgg16-split1.mat")
+    assert any("flow tower: vgg16, 20 input channels" in line for line in lines)
+    assert any("averageImage: [128.0] per flow channel" in line for line in lines)
+    params = _released_params(
+        raw_params,
+        root,
+        rgb="models/released/ucf101-img-vgg16-split1.h5",
+        flow="models/released/ucf101-TVL1flow-vgg16-split1.h5",
+    )
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (DAG, DAG, 3)).astype("uint8")
+    flows = rng.integers(90, 166, (DAG, DAG, 20)).astype("uint8")
+    for stream, layers, x, average in (
+        ("rgb", rgb_layers, image, RGB_MEAN),
+        ("flow", flow_layers, flows, 128.0),
+    ):
+        model = build_stream(stream, params)
+        assert any("not trained" in line for line in model.init_report)
+        want = matconvnet_forward(layers, x, average)["fc8"].ravel()
+        p = np.exp(want - want.max())
+        got = model.predict(x[None, None], verbose=0)["prediction"][0]
+        np.testing.assert_allclose(got, p / p.sum(), rtol=2e-4, atol=1e-6)
+    from pipeline.train import stage_settings
+
+    assert stage_settings("rgb", params)["epochs"] == 0
+    assert stage_settings("flow", _released_params(raw_params, root))["epochs"] > 0
+    # the fused net keeps the released flow stream's normalisation (no mean flow subtraction)
+    from pipeline.model import flow_normalisation
+
+    rgb, flow = build_stream("rgb", params), build_stream("flow", params)
+    assert flow_normalisation(flow) == ((128.0,) * 20, False)
+    fused = build_fused(params, UCF, rgb_normalisation(rgb), flow_normalisation(flow))
+    init_from_streams(fused, rgb, flow)
+    with pytest.raises(ModelError, match="normalises flow with"):
+        init_from_streams(build_fused(params, UCF, rgb_normalisation(rgb)), rgb, flow)
+
+
+def fused_content(rgb: list[dict], flow: list[dict]) -> dict:
+    """The authors' fused net as cnn_ucf101_fusion.m builds it from the two streams
+    (feichtenhofer/twostreamfusion): names suffixed _spatial / _temporal (l. 144-155), input
+    var ``input`` and ``input_flow`` (l. 226-230), a Concat of relu5_3 (spatial first, l.
+    203-222), Conv3D conv53D 3×3×3×1024×512 pad [1 1 1 1 1 1] (l. 234-260) and relu3D5 into
+    the spatial pool5, both pool5 Pooling3D [2 2 5] stride [2 2 2] (l. 275-300), meta from the
+    flow net with averageImage = cat(3, flow 20, RGB 3) (l. 139-141, 187)."""
+    a, pa = _dagnn_blocks(rgb, "_spatial")
+    b, pb = _dagnn_blocks(flow, "_temporal")
+    a[0]["inputs"], b[0]["inputs"] = _cell(["input"]), _cell(["input_flow"])
+    i5 = next(i for i, layer in enumerate(a) if layer["name"] == "relu5_3_spatial")
+    relu5_t = next(layer for layer in b if layer["name"] == "relu5_3_temporal")
+    kernel = np.zeros((3, 3, 3, 1024, 512), "float32")
+    concat = {
+        "name": "relu5_3_concat",
+        "type": "dagnn.Concat",
+        "inputs": _cell([a[i5]["outputs"][0, 0], relu5_t["outputs"][0, 0]]),
+        "outputs": _cell(["relu5_3_concat"]),
+        "params": _cell([]),
+        "block": {"dim": 3.0},
+    }
+    conv3d = {
+        "name": "conv53D",
+        "type": "dagnn.Conv3D",
+        "inputs": _cell(["relu5_3_concat"]),
+        "outputs": _cell(["conv3D5"]),
+        "params": _cell(["conv3Df", "conv3Db"]),
+        "block": {
+            "size": np.array(kernel.shape, "float64"),
+            "hasBias": True,
+            "opts": _cell(["cuDNN"]),
+            "pad": np.ones((1, 6)),
+            "stride": np.ones((1, 3)),
+        },
+    }
+    relu3d = {"name": "relu3D5", "type": "dagnn.ReLU", "inputs": _cell(["conv3D5"]),
+              "outputs": _cell(["relu3D5"]), "params": _cell([]),
+              "block": {"useShortCircuit": True, "leak": 0.0, "opts": _cell([])}}  # fmt: skip
+    for layers, source in ((a, "relu3D5"), (b, None)):
+        for layer in layers:
+            if layer["name"].startswith("pool5"):
+                layer["type"] = "dagnn.Pooling3D"
+                layer["block"] = {
+                    "method": "max",
+                    "poolSize": np.array([2.0, 2, 5]),
+                    "pad": np.zeros((1, 6)),
+                    "stride": np.array([2.0, 2, 2]),
+                }
+                if source:
+                    layer["inputs"] = _cell([source])  # fmt: skip
+    params = pa + pb + [{"name": "conv3Df", "value": kernel}, {"name": "conv3Db",
+                        "value": np.zeros((1, 512), "float32")}]  # fmt: skip
+    params = [{"learningRate": 1.0, "weightDecay": 1.0, **p} for p in params]
+    layers = a[: i5 + 1] + [concat, conv3d, relu3d] + a[i5 + 1 :] + b
+    average = np.concatenate([np.full(20, 128.0), RGB_MEAN]).reshape(1, 1, 23)
+    names = {v for layer in layers for k in ("inputs", "outputs") for v in layer[k].ravel()}
+    return {"net": {
+        "vars": _struct_array([{"name": v, "precious": False} for v in sorted(names)]),
+        "params": _struct_array(params), "layers": _struct_array(layers),
+        "meta": {"normalization": {"imageSize": np.array([DAG, DAG, 20.0]),
+                                   "averageImage": average.astype("float32")}}}}  # fmt: skip
+
+
+def test_fused_net_towers_import_as_streams(released, tmp_path):
+    root, rgb, flow = released
+    scipy.io.savemat(tmp_path / "ucf101-fused.mat", fused_content(rgb, flow))
+    lines = weights.import_matconvnet(tmp_path / "ucf101-fused.mat", tmp_path / "fused.h5")
+    text = "\n".join(lines)
+    assert "relu5_3_concat (Concat), conv53D (Conv3D 3×3×3×1024×512), relu3D5 (ReLU)" in text
+    assert "are not imported" in text and "the fused net's head" in text
+    assert "pool5 (5.0, 2.0, [0.0, 0.0])" in text
+    got, meta = contracts.read_pretrained(tmp_path / "fused-flow.h5")
+    assert meta["channels"] == "flow" and meta["mean"] == [128.0] * 20 and meta["flow_stack"] == 10
+    want, _ = contracts.read_pretrained(root / "flow.h5")
+    assert sorted(got) == sorted(want)
+    for name in want:
+        for x, y in zip(got[name], want[name], strict=True):
+            np.testing.assert_array_equal(x, y)
+    _, meta = contracts.read_pretrained(tmp_path / "fused-rgb.h5")
+    assert meta["mean"] == pytest.approx(list(RGB_MEAN)) and meta["fused_head"]
+
+
+def test_dagnn_files_we_cannot_use_are_refused(released, tmp_path, raw_params):
+    root, rgb, _ = released
+    content = dagnn_content(rgb, np.asarray(RGB_MEAN).reshape(1, 1, 3), 3)
+    layers = list(content["layers"][0])
+    bn = {
+        "name": "bn1",
+        "type": "dagnn.BatchNorm",
+        "inputs": _cell(["x1"]),
+        "outputs": _cell(["x1b"]),
+        "params": _cell([]),
+        "block": {"numChannels": 64.0},
+    }
+    resnet = [dict(zip(layers[0].dtype.names, r, strict=True)) for r in layers]
+    resnet[1]["inputs"] = _cell(["x1b"])
+    content["layers"] = _struct_array(resnet[:1] + [bn] + resnet[1:])  # fmt: skip
+    scipy.io.savemat(tmp_path / "resnet.mat", content)
+    with pytest.raises(weights.WeightsError, match=r"holds .*1 BatchNorm.*a ResNet"):
+        weights.import_matconvnet(tmp_path / "resnet.mat", tmp_path / "r.h5")
+    path = root / "rgb.h5"
+    wrong = _released_params(raw_params, root, flow=str(path))
+    with pytest.raises(ModelError, match="is a RGB stream: give it to train.streams.rgb"):
+        build_stream("flow", wrong)
+    with pytest.raises(ModelError, match=r"trained on 32×32 crops, clip.crop is 64"):
+        raw = copy.deepcopy(raw_params)
+        raw["clip"].update(frames=1, flow_stack=10, crop=64)
+        raw["model"].update(backbone="vgg16", num_classes=UCF)
+        raw["train"]["streams"] = {"rgb": str(path), "flow": None}
+        build_stream("rgb", parse_params(raw))
+    with pytest.raises(ModelError, match="has 7 classes"):
+        build_stream("rgb", _released_params(raw_params, root, rgb=str(path)), classes=5)
+    with pytest.raises(ModelError, match="not ImageNet weights: use it as train.streams.rgb"):
+        raw = copy.deepcopy(raw_params)
+        raw["model"]["backbone"] = "vgg16"
+        raw["train"]["weights"] = str(path)
+        pretrained_source("rgb", parse_params(raw))
+
+
+def test_vgg_m_3d_pool5_keeps_its_2d_window(raw_params):
+    """cnn_ucf101_fusion.m l. 279-281: the 3D pool5 is the 2D pool5's window and stride with
+    time added; VGG-M's is 3×3 (VGG-16's 2×2)."""
+    raw = copy.deepcopy(raw_params)
+    raw["clip"].update(frames=3, flow_stack=2, crop=SIZE)
+    raw["model"].update(backbone="vgg_m_2048", num_classes=5)
+    raw["fusion"].update(temporal="pool3d", method="sum")
+    fused = build_fused(parse_params(raw))
+    pool = fused.get_layer("rgb_pool5")
+    assert (pool.pool_size, pool.strides) == ((3, 3, 3), (2, 2, 2))
+    raw["model"]["backbone"] = "vgg16"
+    raw["clip"]["crop"] = 64
+    assert build_fused(parse_params(raw)).get_layer("rgb_block5_pool").pool_size == (3, 2, 2)
