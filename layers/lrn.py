@@ -28,8 +28,8 @@ class LocalResponseNormalization(keras.layers.Layer):
       layer as ``[local_size, k, alpha / local_size, beta]`` (vlfeat/matconvnet
       ``utils/layers.py``, ``CaffeLRN``), so ``imagenet-vgg-m-2048.mat`` holds
       ``[5 2 1e-4 0.75]``: the same per-element α of 1e-4. py-MDNet, which runs MatConvNet's
-      VGG-M weights, computes ``x / (2 + 1e-4·Σ x²)^0.75`` (hyeonseobnam/py-MDNet
-      ``modules/model.py``, ``LRN``).
+      VGG-M weights, computes ``x / (2 + 1e-4·Σ x²)^0.75`` (hyeonseobnam/py-MDNet @a605a62
+      ``modules/model.py`` l. 27-43, ``LRN``; later commits use ``nn.LocalResponseNorm``).
 
     Example:
 

@@ -300,8 +300,9 @@ def test_imported_vgg_m_equals_matconvnet_forward(layout, tmp_path, vgg_m, image
 
 def test_vgg_m_lrn_is_the_real_networks(vgg_m, image, reference):
     """The backbone's norm1 is py-MDNet's ``x / (2 + 1e-4·Σ x²)^0.75`` (hyeonseobnam/py-MDNet
-    ``modules/model.py``, ``LRN``), a port independent of MatConvNet's importer, and α matters
-    here: the old misreading (α 2e-5 per element) is far from the reference."""
+    @a605a62 ``modules/model.py`` l. 27-43, ``LRN``), a port independent of MatConvNet's
+    importer, and α matters here: the old misreading (α 2e-5 per element) is far from the
+    reference."""
     from layers import LocalResponseNormalization
     from pipeline.model import imagenet_network
 
