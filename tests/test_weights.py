@@ -6,6 +6,7 @@ Applications weights file; cross-modality init; the README's Table 4 line."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shlex
 
@@ -574,7 +575,7 @@ DAG = 32  # VGG-16 at 32²: pool5 is 1×1, fc6 a 1×1×512×4096 conv (the real 
 UCF = 7  # classes of the fixture's "UCF101" streams
 
 
-def _vgg16_simplenn(channels: int, seed: int) -> list[dict]:
+def _vgg16_simplenn(channels: int, seed: int, classes: int = UCF) -> list[dict]:
     """VGG-16 as imagenet-vgg-verydeep-16.mat (MatConvNet, imported from Caffe) lays it out and
     the authors' streams keep it: conv<b>_<c> 3×3 pad 1, relu<b>_<c>, pool<b> 2×2/2 with
     import-caffe.py's round-up pad [0 1 0 1] (utils/layers.py, CaffePooling: bottom/right
@@ -599,7 +600,7 @@ def _vgg16_simplenn(channels: int, seed: int) -> list[dict]:
         {"name": "drop6", "type": "dropout"},
         conv("fc7", 1, 4096, 4096, 0), {"name": "relu7", "type": "relu"},
         {"name": "drop7", "type": "dropout"},
-        conv("fc8", 1, 4096, UCF, 0),
+        conv("fc8", 1, 4096, classes, 0),
     ]  # fmt: skip
     return layers
 
@@ -877,3 +878,49 @@ def test_vgg_m_3d_pool5_keeps_its_2d_window(raw_params):
     raw["model"]["backbone"] = "vgg16"
     raw["clip"]["crop"] = 64
     assert build_fused(parse_params(raw)).get_layer("rgb_block5_pool").pool_size == (3, 2, 2)
+
+
+def test_train_stage_takes_a_released_stream_as_it_is(tiny_project, tmp_path, capsys):
+    """train_rgb with train.streams.rgb: nothing trained, every weight the file's, the stream
+    scored on the val split and logged (DVC's metrics and plots outputs exist)."""
+    import dataclasses
+    import os
+
+    from pipeline import train as tr
+    from pipeline.params import load_params
+
+    layers = _vgg16_simplenn(3, 12, classes=4)  # tiny_project: 4 classes, 32² frames
+    scipy.io.savemat(
+        tmp_path / "rgb.mat", dagnn_content(layers, np.reshape(RGB_MEAN, (1, 1, 3)), 3)
+    )
+    weights.import_matconvnet(tmp_path / "rgb.mat", tmp_path / "rgb.h5")
+    params = load_params(tiny_project / "params.yaml")
+    params = dataclasses.replace(
+        params,
+        clip=dataclasses.replace(params.clip, crop=DAG),
+        model=dataclasses.replace(params.model, backbone="vgg16"),
+        train=dataclasses.replace(
+            params.train,
+            streams=dataclasses.replace(params.train.streams, rgb=str(tmp_path / "rgb.h5")),
+        ),
+    )
+    here = os.getcwd()
+    os.chdir(tiny_project)
+    try:
+        model = tr.train(
+            "rgb", params, shards_dir="data/shards", models_dir=tmp_path / "models",
+            checkpoints_dir=tmp_path / "ckpt", live_dir=tmp_path / "dvclive",
+        )  # fmt: skip
+    finally:
+        os.chdir(here)
+    out = capsys.readouterr().out
+    assert "0 epochs of" in out and "train rgb: not trained; on the val split: accuracy" in out
+    saved = keras.saving.load_model(tmp_path / "models/rgb.keras", compile=False)
+    want, _ = contracts.read_pretrained(tmp_path / "rgb.h5")
+    for name, arrays in want.items():
+        for got, w in zip(saved.get_layer(f"rgb_{name}").get_weights(), arrays, strict=True):
+            np.testing.assert_array_equal(got, w)
+    assert model.get_layer("rgb_norm").mean == pytest.approx(RGB_MEAN)
+    metrics = json.loads((tmp_path / "dvclive/rgb/metrics.json").read_text())
+    assert set(metrics) == {"val_loss", "val_accuracy", "epochs_trained"}
+    assert (tmp_path / "dvclive/rgb/plots/metrics/val_accuracy.tsv").is_file()
