@@ -83,11 +83,25 @@ def _plain_v5(value: object) -> object:
 
 def _plain_v73(f: object, node: object) -> object:
     """A MATLAB v7.3 (HDF5) value, made plain. MATLAB writes arrays transposed (column-major),
-    chars as uint16, cells as datasets of object references, structs as groups."""
+    chars as uint16, cells as datasets of object references (``MATLAB_class`` ``cell``),
+    scalar structs as groups of their fields, and struct arrays (DagNN's ``layers``,
+    ``params``) as groups whose every field is a dataset of references, one per element, with
+    no ``MATLAB_class``: those become a list of dicts (one element: a dict, as from v5)."""
     import h5py
 
     if isinstance(node, h5py.Group):
-        return {k: _plain_v73(f, node[k]) for k in node if not k.startswith("#")}
+        fields = {k: node[k] for k in node if not k.startswith("#")}
+        if fields and all(
+            isinstance(v, h5py.Dataset)
+            and h5py.check_dtype(ref=v.dtype) is h5py.Reference
+            and "MATLAB_class" not in v.attrs
+            for v in fields.values()
+        ):
+            refs = {k: np.asarray(v[()]).ravel() for k, v in fields.items()}
+            n = min(len(r) for r in refs.values())
+            items = [{k: _plain_v73(f, f[r[i]]) for k, r in refs.items()} for i in range(n)]
+            return items[0] if n == 1 else items
+        return {k: _plain_v73(f, v) for k, v in fields.items()}
     kind = node.attrs.get("MATLAB_class", b"")
     kind = kind.decode() if isinstance(kind, bytes) else str(kind)
     if node.attrs.get("MATLAB_empty", 0):
@@ -728,13 +742,6 @@ def import_dagnn(path: Path, net: dict, out: str | Path | None = None) -> list[s
     (:func:`check_and_convert`); returns the lines to print."""
     from pipeline.model import count_params, imagenet_network
 
-    with path.open("rb") as f:
-        if f.read(520)[512:520] == HDF5_SIGNATURE:
-            raise WeightsError(
-                f"{path} is a DagNN model in a MATLAB v7.3 (HDF5) file, whose struct arrays this "
-                "does not read: save it again as v7 in MATLAB (s = load(FILE); save(NEW, "
-                "'-struct', 's', '-v7'))"
-            )
     layers = dagnn_layers(net, str(path))
     towers, fusion = dagnn_towers(layers, str(path))
     if not towers:

@@ -130,7 +130,9 @@ def write_mat(path, layers, layout="meta", average=MEAN) -> None:
 def write_mat73(path, content: dict) -> None:
     """What MATLAB's ``save -v7.3`` writes: HDF5 after a 512-byte header; arrays transposed
     (MATLAB is column-major), attribute MATLAB_class on each; chars as uint16; structs as
-    groups; cells as arrays of object references into the group ``#refs#``."""
+    groups; cells as arrays of object references into the group ``#refs#``; struct arrays as
+    groups with a dataset of references per field and no MATLAB_class on it (as tbeu/matio
+    ``src/mat73.c`` reads and writes them)."""
     import itertools
 
     import h5py
@@ -140,6 +142,18 @@ def write_mat73(path, content: dict) -> None:
         refs = f.create_group("#refs#")
 
         def put(parent, name, value):
+            if isinstance(value, np.ndarray) and value.dtype.names:  # a struct array
+                group = parent.create_group(name)
+                group.attrs["MATLAB_class"] = np.bytes_("struct")
+                for field in value.dtype.names:  # one reference per element, no MATLAB_class
+                    items = []
+                    for item in value[field].ravel(order="F"):
+                        key = f"r{next(names)}"
+                        put(refs, key, item)
+                        items.append(refs[key].ref)
+                    data = np.array(items, dtype=h5py.ref_dtype).reshape(value.shape[::-1])
+                    group.create_dataset(field, data=data)
+                return
             if isinstance(value, dict):
                 group = parent.create_group(name)
                 group.attrs["MATLAB_class"] = np.bytes_("struct")
@@ -924,3 +938,19 @@ def test_train_stage_takes_a_released_stream_as_it_is(tiny_project, tmp_path, ca
     metrics = json.loads((tmp_path / "dvclive/rgb/metrics.json").read_text())
     assert set(metrics) == {"val_loss", "val_accuracy", "epochs_trained"}
     assert (tmp_path / "dvclive/rgb/plots/metrics/val_accuracy.tsv").is_file()
+
+
+def test_dagnn_in_a_v73_file_imports_the_same_streams(released, tmp_path):
+    """A released stream saved with -v7.3 (MATLAB's HDF5 layout: struct arrays as groups of
+    reference datasets) imports to the very weights of its v7 copy."""
+    root, rgb, _ = released
+    write_mat73(tmp_path / "rgb73.mat", dagnn_content(rgb, np.reshape(RGB_MEAN, (1, 1, 3)), 3))
+    lines = weights.import_matconvnet(tmp_path / "rgb73.mat", tmp_path / "rgb73.h5")
+    assert any("rgb tower: vgg16, 3 input channels, 7 classes" in line for line in lines)
+    got, meta = contracts.read_pretrained(tmp_path / "rgb73.h5")
+    want, want_meta = contracts.read_pretrained(root / "rgb.h5")
+    assert meta["mean"] == pytest.approx(want_meta["mean"])
+    assert sorted(got) == sorted(want)
+    for name in want:
+        for x, y in zip(got[name], want[name], strict=True):
+            np.testing.assert_array_equal(x, y)
