@@ -85,8 +85,10 @@ def _plain_v73(f: object, node: object) -> object:
     """A MATLAB v7.3 (HDF5) value, made plain. MATLAB writes arrays transposed (column-major),
     chars as uint16, cells as datasets of object references (``MATLAB_class`` ``cell``),
     scalar structs as groups of their fields, and struct arrays (DagNN's ``layers``,
-    ``params``) as groups whose every field is a dataset of references, one per element, with
-    no ``MATLAB_class``: those become a list of dicts (one element: a dict, as from v5)."""
+    ``params``) as groups whose every field is a dataset of references, one per element in
+    column order, with no ``MATLAB_class`` (tbeu/matio ``src/mat73.c`` l. 1252-1297;
+    hdf5storage ``Marshallers.py`` l. 1208-1227): those become a list of dicts (one element: a
+    dict, as from v5); empty values carry ``MATLAB_empty``."""
     import h5py
 
     if isinstance(node, h5py.Group):
