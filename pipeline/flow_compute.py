@@ -259,12 +259,14 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def rawframes_flow(
     folder: str, expected_frames: int, p: FlowParams, source_bound: float, rounding: str
 ) -> VideoFlow:
-    """A record's frames and flows from a frame folder (``pipeline.rawframes``): nothing is
-    computed. RGB JPEGs are copied byte for byte and so are the flow JPEGs when the tree's
-    bound and rounding are ours (``source_bound`` = ``flow.bound``, ``round``); otherwise
-    each flow is read back to pixels (:func:`rawframes.dequantize`) and quantised again
-    with ``flow.bound``. When ``flow.size`` changes the frame size, frames and flows are
-    resized (the flows' components scaled with their axis) and encoded again.
+    """A record's frames and flows from a frame folder (``pipeline.rawframes``; for the
+    authors' layout the RGB folder, its flows read from the tree's ``tvl1_flow/u`` and
+    ``tvl1_flow/v``): nothing is computed. RGB JPEGs are copied byte for byte and so are
+    the flow JPEGs when the tree's bound and rounding are ours (``source_bound`` =
+    ``flow.bound``, ``round``); otherwise each flow is read back to pixels
+    (:func:`rawframes.dequantize`) and quantised again with ``flow.bound``. When
+    ``flow.size`` changes the frame size, frames and flows are resized (the flows' components
+    scaled with their axis) and encoded again.
 
     Raises:
         RawframesError: the folder no longer holds a usable video, or holds another number of
@@ -279,7 +281,7 @@ def rawframes_flow(
         )
 
     def read(name: str) -> bytes:
-        with open(f"{folder}/{name}", "rb") as f:
+        with open(frames.path(name), "rb") as f:
             return f.read()
 
     rgb = [read(name) for name in frames.rgb]

@@ -15,7 +15,11 @@ Layouts (``data.layout``):
   (``frame_dir total_frames label``; ``train``, ``test`` or ``val`` in their names), or, with
   none there, ``<root>/<Class>/<video>/`` split as ``folder`` is. Each folder's convention is
   read off its file names and counts, and every image is decoded; the flow stage builds the
-  records from them without computing flow.
+  records from them without computing flow. A root holding the authors' ``jpegs_256/`` and
+  ``tvl1_flow/`` (their ``ucf101_jpegs_256.zip`` and ``ucf101_tvl1_flow.zip``) is read as
+  theirs (:func:`list_tsfusion`): one video per ``jpegs_256/<video>/``, split by UCF101's (or
+  HMDB51's) own lists in ``data.lists``, or, with ``data.lists`` = ``data.root``, by the
+  groups of the names ``v_<Class>_gXX_cXX``.
 
 Train/val (and the ``folder`` layout's test split) are drawn per class over *groups*, so that
 clips of one group (UCF101's ``_gXX_``; otherwise each video alone) never straddle two splits.
@@ -155,56 +159,67 @@ def _name_and_number(line: str) -> tuple[str, str]:
     return (m.group(1), m.group(2)) if m else (line, "")
 
 
-def list_ucf101(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejection]]:
-    """Classes, listed videos found on disk, and listed videos missing from it (UCF101)."""
-    root, lists = Path(p.root), Path(p.lists)
+def _ucf101_listed(lists: Path, split: int) -> tuple[list[str], list[tuple[str, str, str, int]]]:
+    """UCF101's lists in ``lists``: the classes (``classInd.txt``) and each video of
+    ``trainlist0N.txt`` / ``testlist0N.txt`` as ``(split, list file, path as listed (``/``
+    separators), label)``, the label -1 when its class folder is not in ``classInd.txt``."""
     hint = "set data.lists to the folder holding classInd.txt and the train/test lists"
     # "1 ApplyEyeMakeup": the number first, then the name (which may hold spaces)
     classes = [line.split(maxsplit=1)[-1] for line in _read_lines(lists / "classInd.txt", hint)]
     label_of = {name.lower(): i for i, name in enumerate(classes)}
-    disk = _Disk(root)
-    found, missing = [], []
-    for split, name in (("train", "trainlist"), ("test", "testlist")):
-        list_file = f"{name}{p.split:02d}.txt"
+    listed = []
+    for which, name in (("train", "trainlist"), ("test", "testlist")):
+        list_file = f"{name}{split:02d}.txt"
         for line in _read_lines(lists / list_file, hint):
             rel = _name_and_number(line)[0].replace("\\", "/")
-            class_dir, stem = rel.split("/")[0], Path(rel).stem
-            if class_dir.lower() not in label_of:
-                missing.append(
-                    Rejection(
-                        root / rel, class_dir, split, f"class {class_dir!r} is not in classInd.txt"
-                    )
-                )
-                continue
-            label = label_of[class_dir.lower()]
-            path = disk.find(rel)
-            if path is None:
-                missing.append(
-                    Rejection(
-                        root / rel,
-                        classes[label],
-                        split,
-                        f"listed in {list_file} but not found on disk",
-                    )
-                )
-                continue
-            found.append(
-                Candidate(
-                    path,
-                    classes[label],
-                    label,
-                    split,
-                    _ucf_group(classes[label], stem),
-                    _safe_id(stem),
+            listed.append((which, list_file, rel, label_of.get(rel.split("/")[0].lower(), -1)))
+    return classes, listed
+
+
+def list_ucf101(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejection]]:
+    """Classes, listed videos found on disk, and listed videos missing from it (UCF101)."""
+    root = Path(p.root)
+    classes, listed = _ucf101_listed(Path(p.lists), p.split)
+    disk = _Disk(root)
+    found, missing = [], []
+    for split, list_file, rel, label in listed:
+        class_dir, stem = rel.split("/")[0], Path(rel).stem
+        if label < 0:
+            missing.append(
+                Rejection(
+                    root / rel, class_dir, split, f"class {class_dir!r} is not in classInd.txt"
                 )
             )
+            continue
+        path = disk.find(rel)
+        if path is None:
+            missing.append(
+                Rejection(
+                    root / rel,
+                    classes[label],
+                    split,
+                    f"listed in {list_file} but not found on disk",
+                )
+            )
+            continue
+        found.append(
+            Candidate(
+                path,
+                classes[label],
+                label,
+                split,
+                _ucf_group(classes[label], stem),
+                _safe_id(stem),
+            )
+        )
     return classes, found, missing
 
 
-def list_hmdb51(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejection]]:
-    """Classes, listed videos found on disk, and listed videos missing from it (HMDB51)."""
-    root, lists = Path(p.root), Path(p.lists)
-    suffix = f"_test_split{p.split}.txt"
+def _hmdb51_listed(lists: Path, split: int) -> tuple[list[str], list[tuple[str, str, str, int]]]:
+    """HMDB51's ``<class>_test_splitN.txt`` lists in ``lists``: the classes (from the list
+    names) and each video of split N as ``(split, list file, file as listed, label)``
+    (1 = train, 2 = test; 0, unused by the split, is left out)."""
+    suffix = f"_test_split{split}.txt"
     files = sorted(lists.glob(f"*{suffix}"))
     if not files:
         raise IngestError(
@@ -212,27 +227,36 @@ def list_hmdb51(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejecti
             "the folder of testTrainMulti_7030_splits"
         )
     classes = [f.name[: -len(suffix)] for f in files]
-    disk = _Disk(root)
-    found, missing = [], []
-    for label, (name, list_file) in enumerate(zip(classes, files, strict=True)):
+    listed = []
+    for label, list_file in enumerate(files):
         for line in _read_lines(list_file, ""):
             file, number = _name_and_number(line)
-            if number not in ("1", "2"):
-                continue  # 0 = not used by this split
-            split = "train" if number == "1" else "test"
-            path = disk.find(f"{name}/{file}")
-            if path is None:
-                missing.append(
-                    Rejection(
-                        root / name / file,
-                        name,
-                        split,
-                        f"listed in {list_file.name} but not found on disk",
-                    )
+            if number in ("1", "2"):  # 0 = not used by this split
+                listed.append(("train" if number == "1" else "test", list_file.name, file, label))
+    return classes, listed
+
+
+def list_hmdb51(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejection]]:
+    """Classes, listed videos found on disk, and listed videos missing from it (HMDB51)."""
+    root = Path(p.root)
+    classes, listed = _hmdb51_listed(Path(p.lists), p.split)
+    disk = _Disk(root)
+    found, missing = [], []
+    for split, list_file, file, label in listed:
+        name = classes[label]
+        path = disk.find(f"{name}/{file}")
+        if path is None:
+            missing.append(
+                Rejection(
+                    root / name / file,
+                    name,
+                    split,
+                    f"listed in {list_file} but not found on disk",
                 )
-                continue
-            stem = Path(file).stem
-            found.append(Candidate(path, name, label, split, f"{name}/{stem}", _safe_id(stem)))
+            )
+            continue
+        stem = Path(file).stem
+        found.append(Candidate(path, name, label, split, f"{name}/{stem}", _safe_id(stem)))
     return classes, found, missing
 
 
@@ -328,8 +352,11 @@ def _frame_dir(frame_dir: str, root: Path) -> str:
 
 def list_rawframes(p: DataParams) -> tuple[list[str], list[Candidate], list[Rejection]]:
     """Frame folders (``pipeline.rawframes``) listed by mmaction2 lists in ``data.lists``, or,
-    with none there, the ``<root>/<Class>/<video>/`` folders, test drawn by ``data.seed``."""
+    with none there, the ``<root>/<Class>/<video>/`` folders, test drawn by ``data.seed``; the
+    authors' ``jpegs_256``/``tvl1_flow`` tree when the root is one (:func:`list_tsfusion`)."""
     root, lists = Path(p.root), Path(p.lists)
+    if (tree := tsfusion_tree(root)) is not None:
+        return list_tsfusion(p, tree)
     try:
         files = rawframes.find_lists(lists, p.split) if lists.is_dir() else {}
     except PipelineError as exc:
@@ -389,6 +416,138 @@ def _rawframes_tree(
         test = _split_groups(items, p.test_fraction, random.Random(f"test/{p.seed}/{name}"))
         found += [replace(c, split="test") if c.group in test else c for c in items]
     return classes, found, []
+
+
+# ---- the authors' UCF101/HMDB51 frames and flow (feichtenhofer/twostreamfusion) -----------
+
+UCF_NAME = re.compile(r"v_(.+)_g(\d+)_c(\d+)")
+"""A UCF101 video's name, ``v_<Class>_g<XX>_c<XX>``, the class and group read off it."""
+
+_ZIPS = {rawframes.RGB_TREE: "ucf101_jpegs_256.zip (hmdb51_jpegs_256.zip)",
+         rawframes.FLOW_TREE: "ucf101_tvl1_flow.zip (hmdb51_tvl1_flow.zip)"}  # fmt: skip
+
+
+def _holds_frames(folder: Path) -> bool:
+    """Whether the first sub-folder of ``folder`` holds ``frame%06d.jpg`` images."""
+    with contextlib.suppress(OSError, StopIteration):
+        first = next(d for d in sorted(os.scandir(folder), key=lambda d: d.name) if d.is_dir())
+        return any(rawframes.FRAME.fullmatch(n) for n in os.listdir(first.path))
+    return False
+
+
+def tsfusion_tree(root: Path) -> Path | None:
+    """The folder holding the authors' ``jpegs_256/`` and ``tvl1_flow/`` (twostreamfusion's
+    README, "Data"; ``cnn_setup_environment.m`` l.8-9) when ``data.root`` is it, or its
+    ``tvl1_flow/`` (``u/`` and ``v/`` inside), or its ``jpegs_256/``; None for other trees.
+
+    Raises:
+        IngestError: half of the tree: one of the two zips' folders, or ``u/``/``v/``, missing.
+    """
+    rgb, flow = rawframes.RGB_TREE, rawframes.FLOW_TREE
+    name = root.name if root.name not in ("", "..") else root.resolve().name
+    up = root.parent if root.name not in ("", "..") else root.resolve().parent
+    if (root / rgb).is_dir() or (root / flow).is_dir():
+        tree = root
+    elif (root / "u").is_dir() and (root / "v").is_dir():
+        if name != flow:
+            raise IngestError(
+                f"data.root = {str(root)!r} holds u/ and v/ flow folders (the authors' layout?) "
+                f"but is not called {flow}/; the RGB frames are found at ../{rgb}/ beside a "
+                f"{flow}/: rename or link it, and point data.root at the folder holding both"
+            )
+        tree = up
+    elif name == rgb and ((up / flow).is_dir() or _holds_frames(root)):
+        tree = up
+    else:
+        return None
+    for needed in (rgb, flow):
+        if not (tree / needed).is_dir():
+            have = flow if needed == rgb else rgb
+            raise IngestError(
+                f"{tree} holds {have}/ but no {needed}/: the authors' layout needs both, "
+                f"{rgb}/<video>/frame%06d.jpg and {flow}/u|v/<video>/frame%06d.jpg; unzip "
+                f"{_ZIPS[needed]} into {tree}"
+            )
+    for c in ("u", "v"):
+        if not (tree / flow / c).is_dir():
+            raise IngestError(
+                f"{tree / flow} has no {c}/ folder: the authors' flow is {flow}/u/<video>/ and "
+                f"{flow}/v/<video>/ (unzip all of {_ZIPS[flow]})"
+            )
+    return tree
+
+
+def list_tsfusion(p: DataParams, tree: Path) -> tuple[list[str], list[Candidate], list[Rejection]]:
+    """The videos of the authors' tree, one per ``jpegs_256/<video>/`` folder (its flows in
+    ``tvl1_flow/u|v/<video>/``, checked by the probe), split by UCF101's lists
+    (``classInd.txt``, ``trainlist0N.txt``, ``testlist0N.txt``) or HMDB51's
+    (``*_test_splitN.txt``) in ``data.lists``, a listed ``<Class>/<video>.avi`` found by its
+    stem ignoring case (the zip's ``v_HandstandPushups_*`` for the lists' ``HandStand``);
+    with ``data.lists`` = ``data.root`` and no lists there, classes and groups from the names
+    ``v_<Class>_g<XX>_c<XX>``, test drawn by ``data.seed`` as for ``folder``.
+
+    ``video_id`` is the listed stem (as the ``ucf101`` and ``hmdb51`` layouts have it) or,
+    without lists, the folder's name.
+    """
+    root, lists = tree / rawframes.RGB_TREE, Path(p.lists)
+    folders = {d.name: Path(d.path) for d in sorted(os.scandir(root), key=lambda d: d.name)
+               if d.is_dir() and not _skipped(d.name)}  # fmt: skip
+    lower = {name.lower(): path for name, path in reversed(folders.items())}
+    if (lists / "classInd.txt").is_file():
+        classes, listed = _ucf101_listed(lists, p.split)
+    elif lists.is_dir() and any(lists.glob(f"*_test_split{p.split}.txt")):
+        classes, listed = _hmdb51_listed(lists, p.split)
+    elif lists.resolve() == Path(p.root).resolve():
+        return _tsfusion_by_names(p, folders)
+    else:
+        raise IngestError(
+            f"no UCF101 lists (classInd.txt, trainlist{p.split:02d}.txt, "
+            f"testlist{p.split:02d}.txt) or HMDB51 lists (*_test_split{p.split}.txt) in "
+            f"data.lists = {p.lists!r}; point data.lists at them, or set it to data.root to "
+            "split the videos by the groups of their names (v_<Class>_gXX_cXX)"
+        )
+    found, missing = [], []
+    for split, list_file, rel, label in listed:
+        stem = Path(rel).stem
+        if label < 0:
+            class_dir = rel.split("/")[0]
+            why = f"class {class_dir!r} is not in classInd.txt"
+            missing.append(Rejection(root / stem, class_dir, split, why))
+            continue
+        name = classes[label]
+        folder = folders.get(stem) or lower.get(stem.lower())
+        if folder is None:
+            why = f"listed in {list_file} but no folder {rawframes.RGB_TREE}/{stem}/ in {tree}"
+            missing.append(Rejection(root / stem, name, split, why))
+            continue
+        group = _ucf_group(name, stem) if UCF_NAME.fullmatch(stem) else f"{name}/{stem}"
+        found.append(Candidate(folder, name, label, split, group, _safe_id(stem)))
+    return classes, found, missing
+
+
+def _tsfusion_by_names(
+    p: DataParams, folders: dict[str, Path]
+) -> tuple[list[str], list[Candidate], list[Rejection]]:
+    """Without lists: the class and group of each folder from its UCF101 name."""
+    by_class: dict[str, list[tuple[str, Path]]] = {}
+    rejected = []
+    for name, folder in folders.items():
+        if m := UCF_NAME.fullmatch(name):
+            by_class.setdefault(m.group(1), []).append((name, folder))
+        else:
+            why = (
+                "not a UCF101 video name (v_<Class>_gXX_cXX): without lists the class comes from "
+                "the name; point data.lists at the dataset's split lists"
+            )
+            rejected.append(Rejection(folder, "", "train", why))
+    classes = sorted(by_class)
+    found = []
+    for label, cls in enumerate(classes):
+        items = [Candidate(folder, cls, label, "train", _ucf_group(cls, name), _safe_id(name))
+                 for name, folder in by_class[cls]]  # fmt: skip
+        test = _split_groups(items, p.test_fraction, random.Random(f"test/{p.seed}/{cls}"))
+        found += [replace(c, split="test") if c.group in test else c for c in items]
+    return classes, found, rejected
 
 
 LISTERS: dict[str, Callable[[DataParams], tuple[list[str], list[Candidate], list[Rejection]]]]

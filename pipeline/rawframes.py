@@ -1,5 +1,6 @@
 """Frame folders that other tools made, and that ours make for them: the "rawframes" of
-denseflow and mmaction2 (README, Bring your own frames).
+denseflow and mmaction2, and the authors' own UCF101/HMDB51 frames and TV-L1 flow (README,
+Bring your own frames).
 
 A video is a folder of JPEGs: ``img_<n>.jpg`` (RGB) and one flow image per component, named
 ``flow_x_<n>.jpg`` / ``flow_y_<n>.jpg`` (denseflow) or ``x_<n>.jpg`` / ``y_<n>.jpg`` (the
@@ -13,6 +14,16 @@ read off the names and counts (:func:`scan`), never asked of the user:
   (denseflow); or N - 1, the second frame of each pair, with N - 1 flows (the older tools,
   which are numbered from 1). Such a video's record holds frames 2..N and flows 2..N - 1:
   the first flow has no first frame to go with.
+
+The authors' layout (``tsfusion``: feichtenhofer/gpu_flow, whose output the twostreamfusion
+README links as ``ucf101_jpegs_256.zip`` and ``ucf101_tvl1_flow.zip``) keeps a video's images
+in three folders: ``<tree>/jpegs_256/<video>/frame%06d.jpg`` (RGB, 1..N) and
+``<tree>/tvl1_flow/u/<video>/frame%06d.jpg``, ``.../v/<video>/...`` (flows 1..N - 1, flow k
+from frame k to k + 1). Its video is the RGB folder; the flow folders are found from it
+(:func:`flow_dirs`), and the names of :class:`Frames` are then paths relative to ``<tree>``
+(``tvl1_flow/u/v_X/frame000001.jpg``), so every reader and every message works as for a
+one-folder video. gpu_flow quantises ``cvRound(255·(v + 20)/40)`` after clipping to ±20
+(compute_flow.cpp at 8a794fe, l.84 and 341-342): the ``round`` levels below at B = 20.
 
 Flow images are grey JPEGs quantised ``round(255·(v + B)/(2B))`` (``floor`` in mmaction2's
 ``tools/misc/flow_extraction.py``) after clipping to ±B (``data.rawframes_bound``, which the
@@ -34,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +57,14 @@ from pipeline.video import Probe
 
 NAME = re.compile(r"(img|flow_x|flow_y|x|y)_(\d+)\.(?:jpe?g|JPE?G)")
 """The images of a frame folder; any other file in it (denseflow's ``.done``) is ignored."""
+
+FRAME = re.compile(r"frame(\d+)\.(?:jpe?g|JPE?G)")
+"""The images of the authors' layout (``tsfusion``): gpu_flow's ``sprintf(cad,
+"/frame%06d.jpg", ...)`` (compute_flow.cpp at 8a794fe, l.355 and 368), RGB and flow alike."""
+
+RGB_TREE, FLOW_TREE = "jpegs_256", "tvl1_flow"
+"""The folders of the authors' data (twostreamfusion's ``cnn_setup_environment.m`` l.8-9,
+gpu_flow's compute_flow.cpp l.48-51), and what their zips unpack to."""
 
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 
@@ -61,9 +81,12 @@ class Convention:
     flow_prefix: str  # "flow_" (flow_x_00000.jpg) or "" (x_00001.jpg)
     every_frame: bool  # N RGB frames for N - 1 flows; False: N - 1, the second of each pair
     digits: int = 5  # of the names this code writes (any width is read)
+    tsfusion: bool = False  # the authors' layout: frame%06d.jpg in jpegs_256/, tvl1_flow/u|v/
 
     @property
     def name(self) -> str:
+        if self.tsfusion:
+            return "tsfusion"
         if not self.every_frame:
             return "dense_flow"  # yjxiong's and wanglimin's tools (TSN)
         if self.base == 0 and self.flow_prefix == "flow_":
@@ -73,6 +96,12 @@ class Convention:
         return f"img_/{self.flow_prefix}x_ from {self.base}"
 
     def describe(self) -> str:
+        if self.tsfusion:
+            return (
+                "tsfusion: the authors' gpu_flow layout (feichtenhofer/twostreamfusion): "
+                f"{RGB_TREE}/ and {FLOW_TREE}/{{u,v}}/ trees, frame%06d.jpg numbered from 1, "
+                "N RGB frames and N - 1 flows"
+            )
         rgb = "N RGB frames" if self.every_frame else "N - 1 RGB frames (the second of each pair)"
         return (
             f"{self.name}: img_, {self.flow_prefix}x_ and {self.flow_prefix}y_ numbered from "
@@ -81,10 +110,15 @@ class Convention:
 
     def rgb_name(self, i: int) -> str:
         """The file of the ``i``-th RGB frame (from 0) of a video, as this code writes it."""
+        if self.tsfusion:
+            return f"frame{self.base + i:0{self.digits}d}.jpg"
         return f"img_{self.base + i:0{self.digits}d}.jpg"
 
     def flow_names(self, i: int) -> tuple[str, str]:
-        """The files of flow ``i`` (from 0: frame i to i + 1), as this code writes them."""
+        """The files of flow ``i`` (from 0: frame i to i + 1), as this code writes them
+        (``tsfusion``: the same name in ``u/<video>/`` and ``v/<video>/``)."""
+        if self.tsfusion:
+            return (self.rgb_name(i),) * 2
         return tuple(
             f"{self.flow_prefix}{c}_{self.base + i:0{self.digits}d}.jpg" for c in ("x", "y")
         )
@@ -100,6 +134,10 @@ class Convention:
         }  # fmt: skip
 
 
+TSFUSION = Convention(base=1, flow_prefix="", every_frame=True, digits=6, tsfusion=True)
+"""The authors' layout: gpu_flow (compute_flow.cpp at 8a794fe) numbers from 1 with six digits,
+RGB ``nframes + 1`` (l.368) and flow ``nframes`` (l.355), flow k from frame k to k + 1 (l.306)."""
+
 CONVENTIONS = {
     "denseflow": Convention(base=0, flow_prefix="flow_", every_frame=True),
     "mmaction2": Convention(base=1, flow_prefix="", every_frame=True),
@@ -110,13 +148,29 @@ and what mmaction2's default ``filename_tmpl`` and ``start_index`` read unedited
 
 @dataclass(frozen=True)
 class Frames:
-    """A frame folder as a video: the images its record is made of, in order."""
+    """A frame folder as a video: the images its record is made of, in order, as paths
+    relative to ``folder`` (the video's own folder: file names; ``tsfusion``: the tree holding
+    ``jpegs_256/`` and ``tvl1_flow/``, and names such as ``tvl1_flow/u/v_X/frame000001.jpg``)."""
 
     folder: str
     convention: Convention
     rgb: list[str]  # N file names, one per frame of the record
     flow_x: list[str]  # N - 1: flow i from rgb[i] to rgb[i + 1]
     flow_y: list[str]
+
+    def path(self, name: str) -> str:
+        """Where the image ``name`` (one of :attr:`rgb`, :attr:`flow_x`, :attr:`flow_y`) is."""
+        return os.path.join(self.folder, name)
+
+
+def flow_dirs(folder: str | Path) -> tuple[Path, str, str, str]:
+    """The authors' layout around the RGB folder ``<tree>/jpegs_256/<video>``: ``<tree>``, and
+    the RGB, u and v folders relative to it (``jpegs_256/<video>``, ``tvl1_flow/u/<video>``,
+    ``tvl1_flow/v/<video>``; gpu_flow's compute_flow.cpp at 8a794fe, l.198, 213 and 216)."""
+    folder = Path(folder)
+    tree, video = folder.parent.parent, folder.name
+    return (tree, f"{folder.parent.name}/{video}",
+            f"{FLOW_TREE}/u/{video}", f"{FLOW_TREE}/v/{video}")  # fmt: skip
 
 
 def _gap(names: dict[int, str], kind: str, base: int, count: int) -> str | None:
@@ -130,16 +184,25 @@ def _gap(names: dict[int, str], kind: str, base: int, count: int) -> str | None:
 
 
 def scan(folder: str | Path) -> Frames:
-    """The convention and the images of a frame folder, from its file names alone.
+    """The convention and the images of a frame folder, from its file names alone (a folder
+    of ``frame%06d.jpg``: the authors' RGB folder, with its flow folders, :func:`flow_dirs`).
 
     Raises:
-        RawframesError: a folder that cannot be read, holds no images, only RGB or only flow,
-            two kinds of flow names, gaps in the numbering, or counts no tool writes.
+        RawframesError: a folder that cannot be read, holds no images, only RGB or only flow
+            (the authors' layout: its u or v folder missing), two kinds of flow names, gaps in
+            the numbering, or counts no tool writes.
     """
     try:
         listing = os.listdir(folder)
     except OSError as exc:
         raise RawframesError(f"the folder cannot be read ({exc.strerror})") from exc
+    if any(FRAME.fullmatch(name) for name in listing):
+        if any(NAME.fullmatch(name) for name in listing):
+            raise RawframesError(
+                "both frame%06d.jpg images (the authors' jpegs_256 layout) and img_/flow_ "
+                "images: two conventions in one folder"
+            )
+        return _scan_tsfusion(folder, listing)
     found: dict[str, dict[int, str]] = {k: {} for k in ("img", "flow_x", "flow_y", "x", "y")}
     for name in sorted(listing):
         if m := NAME.fullmatch(name):
@@ -195,6 +258,64 @@ def scan(folder: str | Path) -> Frames:
         [fx[i] for i in sorted(fx)][skip:],
         [fy[i] for i in sorted(fy)][skip:],
     )
+
+
+def _numbered(names: Iterable[str], where: str) -> dict[int, str]:
+    """``{number: path}`` of the ``frame<n>.jpg`` among ``names``, paths ``where/<name>``."""
+    found: dict[int, str] = {}
+    for name in sorted(names):
+        if m := FRAME.fullmatch(name):
+            path = f"{where}/{name}"
+            if (other := found.setdefault(int(m.group(1)), path)) != path:
+                raise RawframesError(f"two images numbered {m.group(1)}: {other} and {path}")
+    return found
+
+
+def _scan_tsfusion(folder: str | Path, listing: list[str]) -> Frames:
+    """:func:`scan` of an RGB folder of the authors' layout, with its u and v flow folders.
+
+    gpu_flow (compute_flow.cpp at 8a794fe) writes RGB ``frame%06d.jpg`` for ``nframes + 1``
+    (l.368-372) and the flows for ``nframes`` >= 1 (l.293, 355-358): RGB 1..N, flows 1..N - 1,
+    flow k from video frame k to k + 1 (``alg_tvl1(frame0GPU, frame1GPU, ...)``, l.306).
+    """
+    tree, rgb_rel, u_rel, v_rel = flow_dirs(folder)
+    rgb = _numbered(listing, rgb_rel)
+    flows = []
+    for rel in (u_rel, v_rel):
+        try:
+            names = os.listdir(tree / rel)
+        except FileNotFoundError:
+            raise RawframesError(
+                f"no flow folder {rel}/ for {rgb_rel}/ in {tree} (the authors' layout: "
+                f"{RGB_TREE}/<video>/ beside {FLOW_TREE}/u/<video>/ and {FLOW_TREE}/v/<video>/; "
+                "unzip ucf101_tvl1_flow.zip beside jpegs_256)"
+            ) from None
+        except OSError as exc:
+            raise RawframesError(f"the flow folder {rel}/ cannot be read ({exc.strerror})") from exc
+        flows.append(_numbered(names, rel))
+    u, v = flows
+    if not u and not v:
+        raise RawframesError(f"no flow images (frame%06d.jpg) in {u_rel}/ and {v_rel}/")
+    base = min(min(d) for d in (rgb, u, v) if d)
+    if base != 1:
+        raise RawframesError(
+            f"the images are numbered from {base}; gpu_flow numbers frame%06d.jpg from 1"
+        )
+    count = max(len(u), len(v), max(u, default=0), max(v, default=0))
+    for names, rel, n in ((rgb, rgb_rel, max(rgb)), (u, u_rel, count), (v, v_rel, count)):
+        missing = sorted(set(range(1, n + 1)) - set(names))
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise RawframesError(
+                f"{rel}/frame{missing[0]:06d}.jpg{more} missing (images numbered 1..{n})"
+            )
+    if len(rgb) != count + 1:
+        raise RawframesError(
+            f"{len(rgb)} RGB frames in {rgb_rel}/ and {count} flows in {u_rel}/ and {v_rel}/: "
+            "gpu_flow writes N frames and N - 1 flows"
+        )
+    return Frames(str(tree), TSFUSION, [rgb[i] for i in sorted(rgb)],
+                  [u[i] for i in sorted(u)], [v[i] for i in sorted(v)])  # fmt: skip
 
 
 def _read(folder: str, name: str) -> bytes:
@@ -262,7 +383,7 @@ def probe(folder: str) -> Probe:
         ("flow", frames.flow_x + frames.flow_y, cv2.IMREAD_REDUCED_GRAYSCALE_8),
     ):
         for name in names:
-            data = _read(folder, name)
+            data = _read(frames.folder, name)
             check_jpeg(name, data)
             width, height, components = jpeg_size(name, data)
             if kind == "flow" and components != 1:
@@ -299,13 +420,30 @@ def dequantize(q: np.ndarray, bound: float, rounding: str = "round") -> np.ndarr
 # ---- the content hash of a folder (the flow stage's cache key) -----------------------------
 
 
-def _images(folder: str) -> list[str]:
-    return sorted(name for name in os.listdir(folder) if NAME.fullmatch(name))
+def _images(folder: str) -> tuple[str, list[str]]:
+    """The folder the names are relative to, and the video's images: the folder's own, and
+    for the authors' layout (``frame%06d.jpg`` images) those of its u and v flow folders.
+
+    Raises:
+        OSError: a folder that cannot be listed (a flow folder gone, too).
+    """
+    listing = os.listdir(folder)
+    names = [name for name in listing if NAME.fullmatch(name)]
+    if not any(FRAME.fullmatch(name) for name in listing):
+        return folder, sorted(names)
+    tree, rgb_rel, u_rel, v_rel = flow_dirs(folder)
+    names = [f"{rgb_rel}/{name}" for name in names]  # a folder of two conventions (refused)
+    for rel, files in ((rgb_rel, listing), (u_rel, None), (v_rel, None)):
+        files = os.listdir(tree / rel) if files is None else files
+        names += [f"{rel}/{name}" for name in files if FRAME.fullmatch(name)]
+    return str(tree), sorted(names)
 
 
 def folder_stat(folder: str) -> dict:
-    """What changes when a folder's images do: their count, total size, latest mtime."""
-    stats = [os.stat(os.path.join(folder, name)) for name in _images(folder)]
+    """What changes when a folder's images do (the authors' layout: with its flow folders'):
+    their count, total size, latest mtime."""
+    base, names = _images(folder)
+    stats = [os.stat(os.path.join(base, name)) for name in names]
     return {
         "size": sum(s.st_size for s in stats),
         "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
@@ -314,11 +452,14 @@ def folder_stat(folder: str) -> dict:
 
 
 def folder_sha256(folder: str) -> str:
-    """SHA-256 of the folder's images: each name and its bytes, in name order."""
+    """SHA-256 of the folder's images (the authors' layout: with its u and v flow images, named
+    by their paths in the tree): each name and its bytes, in name order."""
     h = hashlib.sha256()
-    for name in _images(folder):
-        h.update(f"{name}\0{os.path.getsize(os.path.join(folder, name))}\0".encode())
-        with open(os.path.join(folder, name), "rb") as f:
+    base, names = _images(folder)
+    for name in names:
+        path = os.path.join(base, name)
+        h.update(f"{name}\0{os.path.getsize(path)}\0".encode())
+        with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()

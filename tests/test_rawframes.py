@@ -5,10 +5,14 @@ JPEGs as they are, and its flows (exact levels of ours) quantised as denseflow d
 ``round(255·(v + B)/(2B))`` (or mmaction2's CPU script, ``floor``), in each convention the
 code accepts. They go through ingest -> flow -> shard -> the clip reader, and their clips are
 compared with those of records of the same frames computed directly.
+
+The authors' layout (feichtenhofer/gpu_flow's ``jpegs_256/`` and ``tvl1_flow/{u,v}/``) is
+written as gpu_flow writes it (:func:`gpu_flow_video`), with synthetic flow fields.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -423,3 +427,339 @@ def test_export_refuses_another_convention_in_the_same_folder(tiny_project, tmp_
     export.export_rawframes(tmp_path / "out", ["test"], "denseflow")
     with pytest.raises(export.ExportError, match="holds a denseflow export"):
         export.export_rawframes(tmp_path / "out", ["test"], "mmaction2")
+
+
+# ---- the authors' layout: feichtenhofer/gpu_flow's jpegs_256/ and tvl1_flow/{u,v}/ ----------
+
+TSF_CLASSES = ("ApplyEyeMakeup", "HandstandPushups", "YoYo")  # the zip's HandstandPushups
+
+
+def _gpu_flow_cast(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """gpu_flow's ``CAST`` (compute_flow.cpp at 8a794fe, l.84): ``v > H ? 255 : v < L ? 0 :
+    cvRound(255*(v - L)/(H - L))`` on a float ``Mat`` (float arithmetic; ``cvRound`` ties to
+    even, as ``np.rint``)."""
+    v, lo, hi = v.astype(np.float32), np.float32(lo), np.float32(hi)
+    level = np.rint(np.float32(255) * (v - lo) / (hi - lo))
+    return np.where(v > hi, 255, np.where(v < lo, 0, level)).astype(np.uint8)
+
+
+def test_gpu_flows_levels_are_the_round_convention_at_20():
+    """gpu_flow's ``CAST`` at ±20 is the trees' ``round(255·(v + B)/(2B))`` at B = 20
+    (``data.rawframes_bound`` 20, ``rawframes_rounding: round``, the defaults) but on exact
+    ties, where its float arithmetic and ``cvRound``'s ties-to-even may land one level off;
+    and those levels read back and quantised as ours give the same level (copied bytes)."""
+    rng = np.random.default_rng(1)
+    v = np.concatenate([rng.normal(0, 5, 200_000), rng.uniform(-30, 30, 100_000)]).astype("f4")
+    cast = _gpu_flow_cast(v, -20.0, 20.0).astype(int)
+    theirs = _theirs(v, 20.0, "round").astype(int)
+    off = cast != theirs
+    assert off.mean() < 1e-4 and (np.abs(cast - theirs) <= 1).all()
+    back = rawframes.dequantize(cast.astype(np.uint8), 20.0, "round")
+    assert np.array_equal(np.clip(np.ceil(127.5 + back * (127.5 / 20.0) - 0.5), 0, 255), cast)
+
+
+def gpu_flow_video(tree: Path, video: str, frames: np.ndarray, flows: np.ndarray) -> None:
+    """One video as gpu_flow writes it (feichtenhofer/gpu_flow ``compute_flow.cpp`` at 8a794fe,
+    the version behind the authors' zips), line by line but for its TV-L1 (``flows[k - 1]``
+    stands for the flow of video frames k -> k + 1) and its resize (``frames`` are BGR at
+    their output size):
+
+    - l.198, 213, 216: ``mkpath(out_path + "u/" + fName)``, ``"v/" + fName`` and
+      ``out_path_jpeg + fName``; l.48-51: ``out_path`` is ``.../tvl1_flow/``, ``out_path_jpeg``
+      ``.../jpegs_256/``;
+    - l.219-221: ``fopen(out_path + "u/" + fName + ".bin", "wb")``;
+    - l.234 ``int nframes = 0``; l.242: the first frame read; then ``while``: l.293
+      ``if( nframes >= 1 )``: l.306 ``alg_tvl1(frame0GPU, frame1GPU, uGPU, vGPU)`` with
+      frame0 = video frame ``nframes``, frame1 = ``nframes + 1``;
+    - l.341-347 (``clipFlow``, l.45): bounds -20, 20; l.352-353 ``convertFlowToImage`` (l.82-90,
+      ``CAST``: :func:`_gpu_flow_cast`);
+    - l.355-358: ``sprintf(cad, "/frame%06d.jpg", nframes)``, ``imwrite`` of u and v (no
+      params: OpenCV's JPEG quality 95, grey);
+    - l.360-363: ``fwrite`` of ``min_u_f, max_u_f, min_v_f, max_v_f`` (float32 each);
+    - l.368-372: ``sprintf(cad, "/frame%06d.jpg", nframes + 1)``, ``imwrite`` of the RGB frame;
+    - l.383 ``nframes++``; l.386-406: the next frame, or ``break`` at the end.
+    """
+    outfile_u, outfile_v = tree / "tvl1_flow/u" / video, tree / "tvl1_flow/v" / video
+    outfile_jpeg = tree / "jpegs_256" / video
+    for folder in (outfile_u, outfile_v, outfile_jpeg):
+        folder.mkdir(parents=True)
+    with open(tree / "tvl1_flow/u" / f"{video}.bin", "wb") as fx:
+        nframes, frame1_rgb = 0, frames[0]
+        while True:
+            if nframes >= 1:
+                img_u, img_v = flows[nframes - 1, ..., 0], flows[nframes - 1, ..., 1]
+                min_u_f, max_u_f, min_v_f, max_v_f = -20.0, 20.0, -20.0, 20.0
+                cad = f"/frame{nframes:06d}.jpg"
+                cv2.imwrite(f"{outfile_u}{cad}", _gpu_flow_cast(img_u, min_u_f, max_u_f))
+                cv2.imwrite(f"{outfile_v}{cad}", _gpu_flow_cast(img_v, min_v_f, max_v_f))
+                fx.write(np.array([min_u_f, max_u_f, min_v_f, max_v_f], np.float32).tobytes())
+            cad = f"/frame{nframes + 1:06d}.jpg"
+            cv2.imwrite(f"{outfile_jpeg}{cad}", frame1_rgb)
+            nframes += 1
+            if nframes == len(frames):  # cap >> frame1_rgb_ gives an empty frame: break
+                break
+            frame1_rgb = frames[nframes]
+
+
+def tsf_flow(k: int, height: int = 24, width: int = 32) -> np.ndarray:
+    """The flow (pixels) between frames k and k + 1 (1-based): its mean u is 2k - 7 and its
+    mean v 3 - k, so every pair's flow differs from its neighbours' by whole pixels; the
+    first has a corner beyond ±20 (clipped to levels 255 and 0)."""
+    y, x = np.mgrid[:height, :width].astype(np.float32)
+    u = (2 * k - 7) + 1.5 * np.sin(x / 5 + k)
+    v = (3 - k) + 1.5 * np.cos(y / 4 + k)
+    if k == 1:
+        u[:4, :4], v[:4, :4] = 35.0, -27.0
+    return np.stack([u, v], axis=-1).astype(np.float32)
+
+
+def gpu_flow_tree(tree: Path, groups: int = 4) -> dict[str, int]:
+    """3 classes x ``groups`` groups of the authors' layout (a second clip in group 2), 6-8
+    frames of 32x24 each: video name -> its frame count."""
+    rng = np.random.default_rng(0)
+    made = {}
+    for cls in TSF_CLASSES:
+        for g in range(1, groups + 1):
+            for c in (1, 2) if g == 2 else (1,):
+                video, n = f"v_{cls}_g{g:02d}_c{c:02d}", 6 + (g + c) % 3
+                noise = rng.integers(0, 256, (n, 6, 8, 3), dtype=np.uint8)
+                frames = np.stack([cv2.resize(f, (32, 24), interpolation=cv2.INTER_CUBIC)
+                                   for f in noise])  # fmt: skip
+                flows = np.stack([tsf_flow(k) for k in range(1, n)])
+                gpu_flow_video(tree, video, frames, flows)
+                made[video] = n
+    return made
+
+
+def _tsf_params(raw_params: dict, root: Path, lists: Path | None = None, **data):
+    raw_params["data"].update(layout="rawframes", root=str(root), lists=str(lists or root))
+    raw_params["data"].update(workers=2, min_frames=4, max_rejected_fraction=0.5, **data)
+    raw_params["flow"].update(size=None, bound=20.0, workers=2, jpeg_quality=95)
+    return parse_params(raw_params)
+
+
+@pytest.fixture(scope="module")
+def tsf_tree(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    tree = tmp_path_factory.mktemp("tsf") / "ucf101"
+    return tree, gpu_flow_tree(tree)
+
+
+def test_the_authors_tree_is_imported_byte_for_byte_with_flow_k_from_frame_k(
+    tsf_tree, tmp_path, raw_params, monkeypatch
+):
+    src, videos = tsf_tree
+    tree = tmp_path / "ucf101"
+    shutil.copytree(src, tree)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    params = _tsf_params(raw_params, tree)  # lists = root: split by the names' groups
+    classes, rows, rejected = import_tree(params, work)
+    assert classes == sorted(TSF_CLASSES) and not rejected
+    assert {r["video_id"]: r["frames"] for r in rows} == videos
+    assert {r["codec"] for r in rows} == {"rawframes tsfusion"}
+    assert {(int(r["width"]), int(r["height"])) for r in rows} == {(32, 24)}
+    for r in rows:
+        assert r["class_name"] == r["video_id"].split("_")[1]
+        assert r["path"] == str(tree / "jpegs_256" / r["video_id"])
+    for cls in TSF_CLASSES:  # test drawn over groups: g02's two clips on one side
+        g2 = {r["split"] for r in rows if r["video_id"].startswith(f"v_{cls}_g02_")}
+        assert len(g2) == 1 and "test" in {r["split"] for r in rows if r["class_name"] == cls}
+
+    records = _records(work)
+    for vid, rec in records.items():
+        n = videos[vid]
+        rgb, u, v = tree / "jpegs_256" / vid, tree / "tvl1_flow/u" / vid, tree / "tvl1_flow/v" / vid
+        assert (u.parent / f"{vid}.bin").stat().st_size == 16 * (n - 1)  # there, and ignored
+        assert rec["rgb"] == [(rgb / f"frame{k:06d}.jpg").read_bytes() for k in range(1, n + 1)]
+        # the record's flow i (from frame i to i + 1, from 0) is the 1-based file i + 1
+        assert rec["flow_x"] == [(u / f"frame{i + 1:06d}.jpg").read_bytes() for i in range(n - 1)]
+        assert rec["flow_y"] == [(v / f"frame{i + 1:06d}.jpg").read_bytes() for i in range(n - 1)]
+        for i in range(n - 1):
+            want = tsf_flow(i + 1)
+            got = [contracts.dequantize_flow(_grey(rec[f"flow_{c}"][i]), 20.0) for c in "xy"]
+            assert abs(got[0][4:].mean() - want[4:, :, 0].mean()) < 0.3  # not frame i + 1's
+            assert abs(got[1][4:].mean() - want[4:, :, 1].mean()) < 0.3
+        source = rec["flow_params"]["source"]
+        assert source["convention"].startswith("tsfusion: the authors' gpu_flow layout")
+        assert (source["flow"], source["rgb"], source["bound"]) == ("copied", "copied", 20.0)
+    first = sorted(records)[0]  # gpu_flow's clipping: the corner of flow 1 beyond ±20
+    assert (_grey(records[first]["flow_x"][0])[:3, :3] >= 250).all()
+    assert (_grey(records[first]["flow_y"][0])[:3, :3] <= 5).all()
+
+    again = flow.run_flow_on(params.flow, params.cluster, rows, params.data)
+    assert again.reused == len(rows)
+    # one u image edited: that video's cache key changes and its record is made again
+    vid = sorted(videos)[3]
+    edited = tree / "tvl1_flow/u" / vid / "frame000003.jpg"
+    before = rawframes.folder_sha256(str(tree / "jpegs_256" / vid))
+    q = _grey(edited.read_bytes())
+    edited.write_bytes(cv2.imencode(".jpg", 255 - q)[1].tobytes())
+    assert rawframes.folder_sha256(str(tree / "jpegs_256" / vid)) != before
+    again = flow.run_flow_on(params.flow, params.cluster, rows, params.data)
+    assert again.reused == len(rows) - 1
+    assert _records(work)[vid]["flow_x"][2] == edited.read_bytes()
+
+
+def test_the_authors_tree_with_ucf101_lists_and_its_bad_videos(tsf_tree, tmp_path, raw_params):
+    src, videos = tsf_tree
+    tree, lists = tmp_path / "ucf101", tmp_path / "ucfTrainTestlist"
+    shutil.copytree(src, tree)
+    lists.mkdir()
+    # UCF101's own lists: classInd.txt, trainlist01.txt (with labels), testlist01.txt; they
+    # spell HandStandPushups in the file names, the zip's folders HandstandPushups
+    (lists / "classInd.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(TSF_CLASSES, 1)))
+    train, test = [], []
+    for vid in sorted(videos):
+        cls = vid.split("_")[1]
+        line = f"{cls}/{vid.replace('HandstandPushups', 'HandStandPushups')}.avi"
+        if "_g01_" in vid:
+            test.append(f"{line}\n")
+        else:
+            train.append(f"{line} {TSF_CLASSES.index(cls) + 1}\n")
+    test.append("YoYo/v_YoYo_g09_c01.avi\n")  # listed, not in the zip
+    (lists / "trainlist01.txt").write_text("".join(train))
+    (lists / "testlist01.txt").write_text("".join(test))
+    (lists / "trainlist02.txt").write_text("nonsense")  # another split's
+    shutil.rmtree(tree / "tvl1_flow/v/v_YoYo_g03_c01")  # a video without its v/ flow
+    last = videos["v_ApplyEyeMakeup_g04_c01"]
+    (tree / f"jpegs_256/v_ApplyEyeMakeup_g04_c01/frame{last:06d}.jpg").unlink()  # N - 1 frames
+    bad = tree / "tvl1_flow/u/v_YoYo_g04_c01/frame000002.jpg"  # a flow image in colour
+    colour = cv2.cvtColor(_grey(bad.read_bytes()), cv2.COLOR_GRAY2BGR)
+    bad.write_bytes(cv2.imencode(".jpg", colour)[1].tobytes())
+
+    params = _tsf_params(raw_params, tree, lists)
+    classes, rows, rejected = ingest.ingest(params.data)
+    assert classes == list(TSF_CLASSES)
+    reasons = {Path(r.path).name: r.reason for r in rejected}
+    assert reasons == {
+        "v_YoYo_g09_c01": "listed in testlist01.txt but no folder jpegs_256/v_YoYo_g09_c01/ in "
+        f"{tree}",
+        "v_YoYo_g03_c01": "no flow folder tvl1_flow/v/v_YoYo_g03_c01/ for "
+        f"jpegs_256/v_YoYo_g03_c01/ in {tree} (the authors' layout: jpegs_256/<video>/ beside "
+        "tvl1_flow/u/<video>/ and tvl1_flow/v/<video>/; unzip ucf101_tvl1_flow.zip beside "
+        "jpegs_256)",
+        "v_ApplyEyeMakeup_g04_c01": f"{last - 1} RGB frames in jpegs_256/v_ApplyEyeMakeup_g04_c01/"
+        f" and {last - 1} flows in tvl1_flow/u/v_ApplyEyeMakeup_g04_c01/ and "
+        "tvl1_flow/v/v_ApplyEyeMakeup_g04_c01/: gpu_flow writes N frames and N - 1 flows",
+        "v_YoYo_g04_c01": "tvl1_flow/u/v_YoYo_g04_c01/frame000002.jpg has 3 colour components; "
+        "flow images are grey (one)",
+    }  # fmt: skip
+    assert len(rows) == len(videos) - 3
+    by_id = {r["video_id"]: r for r in rows}
+    hand = by_id["v_HandStandPushups_g02_c01"]  # the lists' name, the zip's folder
+    assert hand["path"] == str(tree / "jpegs_256/v_HandstandPushups_g02_c01")
+    assert (hand["class_name"], hand["label"]) == ("HandstandPushups", 1)
+    assert {r["split"] for r in rows if "_g01_" in r["video_id"]} == {"test"}
+    assert {r["split"] for r in rows if "_g01_" not in r["video_id"]} <= {"train", "val"}
+
+    # data.root at the flow's tvl1_flow/ (its RGB beside it) or at jpegs_256/: the same videos
+    listed = ingest.list_rawframes(params.data)
+    for other in (tree / "tvl1_flow", tree / "jpegs_256"):
+        assert ingest.list_rawframes(_tsf_params(raw_params, other, lists).data) == listed
+
+    # HMDB51's lists (<class>_test_split1.txt: 1 train, 2 test, 0 unused) split it too
+    hmdb = tmp_path / "testTrainMulti_7030_splits"
+    hmdb.mkdir()
+    for cls in TSF_CLASSES:
+        lines = [f"{v}.avi {2 if '_g01_' in v else 0 if '_g03_' in v else 1}\n"
+                 for v in sorted(videos) if v.split("_")[1] == cls]  # fmt: skip
+        (hmdb / f"{cls}_test_split1.txt").write_text("".join(lines))
+    classes, found, missing = ingest.list_rawframes(_tsf_params(raw_params, tree, hmdb).data)
+    assert classes == sorted(TSF_CLASSES) and not missing
+    assert {c.video_id: c.split for c in found} == {
+        v: "test" if "_g01_" in v else "train" for v in videos if "_g03_" not in v
+    }
+
+
+def test_half_an_authors_tree_is_refused_with_what_is_missing(tsf_tree, tmp_path, raw_params):
+    src, _ = tsf_tree
+
+    def refused(root, lists=None):
+        with pytest.raises(ingest.IngestError) as err:
+            ingest.ingest(_tsf_params(copy.deepcopy(raw_params), root, lists).data)
+        return str(err.value)
+
+    flow_only = tmp_path / "flow_only"
+    shutil.copytree(src / "tvl1_flow", flow_only / "tvl1_flow")
+    why = refused(flow_only)
+    assert f"{flow_only} holds tvl1_flow/ but no jpegs_256/" in why
+    assert "ucf101_jpegs_256.zip" in why
+    assert "no jpegs_256/" in refused(flow_only / "tvl1_flow")
+    rgb_only = tmp_path / "rgb_only"
+    shutil.copytree(src / "jpegs_256", rgb_only / "jpegs_256")
+    assert "ucf101_tvl1_flow.zip" in refused(rgb_only)
+    assert "holds jpegs_256/ but no tvl1_flow/" in refused(rgb_only / "jpegs_256")
+    no_v = tmp_path / "no_v"
+    shutil.copytree(src, no_v)
+    shutil.rmtree(no_v / "tvl1_flow/v")
+    assert f"{no_v / 'tvl1_flow'} has no v/ folder" in refused(no_v)
+    renamed = tmp_path / "renamed"
+    shutil.copytree(src, renamed)
+    (renamed / "tvl1_flow").rename(renamed / "flow")
+    (renamed / "jpegs_256").rename(renamed / "rgb")
+    assert "is not called tvl1_flow/" in refused(renamed / "flow")
+    odd = tmp_path / "odd"  # without lists a folder not named v_<Class>_gXX_cXX: rejected
+    shutil.copytree(src, odd)
+    (odd / "jpegs_256/clip_0001").mkdir()
+    classes, found, rejected = ingest.list_rawframes(_tsf_params(raw_params, odd).data)
+    assert classes == sorted(TSF_CLASSES) and len(found) == 15
+    assert [(r.path.name, r.reason.split(":")[0]) for r in rejected] == [
+        ("clip_0001", "not a UCF101 video name (v_<Class>_gXX_cXX)")
+    ]
+    why = refused(src, tmp_path / "no_lists_here")
+    assert "no UCF101 lists (classInd.txt, trainlist01.txt, testlist01.txt)" in why
+
+
+def test_the_authors_flow_quantised_again_and_resized(tsf_tree, raw_params):
+    """``data.rawframes_bound`` 40 against ``flow.bound`` 20: a tree level q is the flow
+    ``(q - 127.5)·40/127.5``, our level of it ``round(128 + v·127.5/20)`` = 2q - 127."""
+    src, videos = tsf_tree
+    vid = "v_YoYo_g03_c01"
+    folder = str(src / "jpegs_256" / vid)
+    raw_params["flow"].update(size=None, bound=20.0, jpeg_quality=100)
+    p = parse_params(raw_params).flow
+    got = flow_compute.rawframes_flow(folder, videos[vid], p, source_bound=40.0, rounding="round")
+    assert got.source["flow"] == "quantised again" and got.source["rgb"] == "copied"
+    assert len(got.flow_x) == videos[vid] - 1
+    diffs = []
+    for i, (data, c) in enumerate([(d, "u") for d in got.flow_x] + [(d, "v") for d in got.flow_y]):
+        k = i % (videos[vid] - 1) + 1
+        q = _grey((src / "tvl1_flow" / c / vid / f"frame{k:06d}.jpg").read_bytes()).astype(int)
+        diffs.append(_grey(data).astype(int) - np.clip(2 * q - 127, 0, 255))
+    diffs = np.abs(np.concatenate([d.ravel() for d in diffs]))
+    assert diffs.max() <= 1 and diffs.mean() < 0.1  # our JPEG (quality 100) only
+
+    raw_params["flow"].update(size=48, jpeg_quality=95)  # 32x24 -> 64x48: flow in new pixels
+    p = parse_params(raw_params).flow
+    got = flow_compute.rawframes_flow(folder, videos[vid], p, source_bound=20.0, rounding="round")
+    assert (got.width, got.height) == (64, 48) and got.source["rgb"] == "resized from 32x24"
+    for i in range(1, videos[vid] - 1):  # not the first: its corner is clipped
+        u, v = (contracts.dequantize_flow(_grey(b[i]), 20.0) for b in (got.flow_x, got.flow_y))
+        assert u.shape == (48, 64)
+        assert abs(u.mean() - 2 * tsf_flow(i + 1)[..., 0].mean()) < 0.3
+        assert abs(v.mean() - 2 * tsf_flow(i + 1)[..., 1].mean()) < 0.3
+
+
+def test_scan_names_the_authors_files(tsf_tree, tmp_path):
+    src, videos = tsf_tree
+    tree = tmp_path / "t"
+    shutil.copytree(src, tree)
+    vid = "v_YoYo_g01_c01"
+    frames = rawframes.scan(tree / "jpegs_256" / vid)
+    assert frames.convention.name == "tsfusion" and frames.folder == str(tree)
+    assert frames.rgb[0] == f"jpegs_256/{vid}/frame000001.jpg"
+    assert frames.flow_x[-1] == f"tvl1_flow/u/{vid}/frame{videos[vid] - 1:06d}.jpg"
+    assert frames.flow_y[0] == f"tvl1_flow/v/{vid}/frame000001.jpg"
+    assert rawframes.probe(str(tree / "jpegs_256" / vid)).frames == videos[vid]
+    (tree / "tvl1_flow/v" / vid / "frame000003.jpg").unlink()
+    gap = rf"tvl1_flow/v/{vid}/frame000003.jpg missing \(images numbered 1..{videos[vid] - 1}\)"
+    with pytest.raises(rawframes.RawframesError, match=gap):
+        rawframes.scan(tree / "jpegs_256" / vid)
+    shutil.rmtree(tree / "tvl1_flow/u" / vid)
+    with pytest.raises(FileNotFoundError):  # the flow stage: "cannot read the video"
+        rawframes.folder_stat(str(tree / "jpegs_256" / vid))
+    img = tree / "jpegs_256/v_YoYo_g02_c01"
+    (img / "img_00001.jpg").write_bytes((img / "frame000001.jpg").read_bytes())
+    with pytest.raises(rawframes.RawframesError, match="two conventions in one folder"):
+        rawframes.scan(img)
