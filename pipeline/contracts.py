@@ -475,10 +475,11 @@ def imagenet_path(backbone: str, imagenet_dir: str | Path = IMAGENET_DIR) -> Pat
     return Path(imagenet_dir) / f"{backbone}.h5"
 
 
-def released_path(source: str | Path, released_dir: str | Path = RELEASED_DIR) -> Path:
-    """``models/released/<stem>.h5``: where ``python -m pipeline.weights import`` writes a
-    trained stream from a released ``.mat`` (``train.streams`` names it)."""
-    return Path(released_dir) / f"{Path(source).stem}.h5"
+def released_path(name: str, released_dir: str | Path = RELEASED_DIR) -> Path:
+    """``models/released/<name>.h5``: where ``python -m pipeline.weights import`` writes a
+    trained stream from a released ``<name>.mat`` (``train.streams`` names it); ``name`` is
+    the file's stem as it is (``ucf101-img-vgg16-split1-dr0.85``)."""
+    return Path(released_dir) / f"{name}.h5"
 
 
 def write_pretrained(path: str | Path, layers: dict[str, list[np.ndarray]], meta: dict) -> None:

@@ -504,7 +504,8 @@ def cross_modality_kernel(rgb_kernel: np.ndarray, channels: int) -> np.ndarray:
 
 
 def pretrained_source(stream: str, params: Params) -> dict | None:
-    """What ``train.weights`` gives the ``stream`` tower: None for ``none``, else a dict with
+    """What ``train.streams.<stream>`` (:func:`released_source`: a trained stream, taken as it
+    is) or else ``train.weights`` gives the ``stream`` tower: None for ``none``, else a dict with
     ``backbone``, ``path`` (None: Keras downloads VGG-16), ``meta`` (of a ``pipeline.weights``
     file; None for Keras' VGG-16) and ``mean`` (RGB, what the weights were trained to see
     subtracted). Raises :class:`ModelError` naming the fix when the weights
@@ -574,9 +575,11 @@ def released_source(stream: str, params: Params, path: Path) -> dict:
     it fills. Raises :class:`ModelError` naming what differs and the fix."""
     key = f"train.streams.{stream}"
     if not path.is_file():
+        example = "img" if stream == "rgb" else "TVL1flow"
         raise ModelError(
             f"{key}: {path} is not a file: import the released model first (python -m "
-            "pipeline.weights import ucf101-img-vgg16-split1.mat), then give the .h5 it wrote"
+            f"pipeline.weights import ucf101-{example}-vgg16-split1.mat), then give the .h5 "
+            "path it printed"
         )
     meta = contracts.pretrained_meta(path)
     want = "RGB" if stream == "rgb" else "flow"
@@ -604,6 +607,15 @@ def released_source(stream: str, params: Params, path: Path) -> dict:
     if list(meta["input_size"]) != [params.clip.crop] * 2:
         size = "×".join(str(n) for n in meta["input_size"])
         problems.append(f"it was trained on {size} crops, clip.crop is {params.clip.crop}")
+    names = meta.get("classes") or []
+    if names and contracts.CLASSES.exists():
+        ours = contracts.read_classes(contracts.CLASSES)
+        if len(ours) == len(names) and ours != names:
+            i = next(i for i, (a, b) in enumerate(zip(ours, names, strict=True)) if a != b)
+            problems.append(
+                f"its class {i} is {names[i]!r}, {contracts.CLASSES}'s {ours[i]!r}: fc8's "
+                "outputs would answer the wrong classes"
+            )
     if problems:
         raise ModelError(f"{key}: {path} does not fit this configuration: " + "; ".join(problems))
     mean = tuple(meta["mean"])
@@ -700,11 +712,17 @@ def _load_released(model: keras.Model, stream: str, source: dict) -> list[str]:
         else f"flow minus its averageImage ({sorted(set(meta['mean']))}), no mean flow "
         "subtraction (as it was trained)"
     )
-    return [
+    lines = [
         f"the released {meta['channels']} stream {source['path']} (from {meta['source']}, "
         f"SHA-256 {meta['source_sha256'][:16]}…): every layer, {', '.join(layers)}; not trained",
         f"input: {norm}",
     ]
+    if meta.get("fused_head"):
+        lines.append(
+            f"note: this tower comes from a fused net ({meta['source_layout']}); its layers "
+            "above the fusion were trained on fused features"
+        )
+    return lines
 
 
 def imagenet_network(

@@ -507,6 +507,7 @@ def _parse_section(cls: type, name: str, raw: Any, errors: list[str]) -> Any:
         if dataclasses.is_dataclass(tp):  # a section, or a nested one such as flow.tvl1
             if key not in raw:
                 errors.append(f"{where}: missing section")
+                values[f.name] = None  # reported; the section's own rules still run
             else:
                 values[f.name] = _parse_section(tp, where, raw[key], errors)
             continue

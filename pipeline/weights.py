@@ -1,10 +1,19 @@
-"""ImageNet weights from MatConvNet's ``.mat`` files, for the ``vgg_m_2048`` backbone.
+"""Weights from MatConvNet's ``.mat`` files: ImageNet weights for the ``vgg_m_2048`` (and
+``vgg16``) backbone, and the authors' released trained streams.
 
-``python -m pipeline.weights import imagenet-vgg-m-2048.mat [--out PATH]`` converts
-MatConvNet's simplenn model (``imagenet-vgg-m-2048.mat`` from its pretrained-models page) into
-``models/imagenet/vgg_m_2048.h5``, which ``train.weights: imagenet`` (or the file's path) loads
-into the VGG-M-2048 towers. ``python -m pipeline.weights classify FILE.h5 IMAGE ...`` prints
-the top-5 ImageNet classes of photos, to see an import work on real pictures.
+``python -m pipeline.weights import FILE.mat [--out PATH]`` converts
+
+- MatConvNet's simplenn model (``imagenet-vgg-m-2048.mat`` from its pretrained-models page)
+  into ``models/imagenet/vgg_m_2048.h5``, which ``train.weights: imagenet`` (or the file's
+  path) loads into the VGG-M-2048 towers;
+- a DagNN model (what ``dagnn.DagNN.saveobj`` writes): the authors' released UCF101 VGG-16
+  streams (feichtenhofer/twostreamfusion) into ``models/released/<name>.h5`` for
+  ``train.streams.rgb`` / ``.flow``, each tower of one of their fused nets into
+  ``<name>-rgb.h5`` / ``<name>-flow.h5``, a DagNN ImageNet model into ``models/imagenet/``
+  (:func:`import_dagnn`, README: The authors' released streams).
+
+``python -m pipeline.weights classify FILE.h5 IMAGE ...`` prints the top-5 classes of photos
+under RGB weights, to see an import work on real pictures.
 
 What MatConvNet's files hold and how it maps onto Keras (``vlfeat/matconvnet``: ``vl_simplenn``,
 ``vl_nnconv``, ``vl_nnpool``, ``vl_nnnormalize``, ``utils/import-caffe.py``):
@@ -462,8 +471,19 @@ def import_matconvnet(path: str | Path, out: str | Path | None = None) -> list[s
     net = tree["net"] if "net" in tree and isinstance(tree["net"], dict) else tree
     if "params" in net or "vars" in net:
         return import_dagnn(path, net, out)
-    out = contracts.imagenet_path(BACKBONE) if out is None else out
     layers = simplenn_layers(net, str(path))
+    first = next((layer for layer in layers if layer["type"] == "conv"), None)
+    try:
+        backbone = _guess_backbone(layers, layers, str(path))
+    except WeightsError:
+        backbone = BACKBONE  # checked layer by layer below, which says where it differs
+    if first is not None and (backbone != BACKBONE or first["filters"].shape[2] != 3):
+        # a simplenn VGG-16 (imagenet-vgg-verydeep-16.mat), or a stream the authors' scripts
+        # trained as simplenn (cnn_ucf101_fusion.m l. 109-112 takes either)
+        tower = "rgb" if first["filters"].shape[2] == 3 else "flow"
+        head = f"read {path} (simplenn; {len(layers)} layers: {_what_it_holds(layers)})"
+        return [head, *convert_towers(path, net, {tower: layers}, layers, out, "simplenn")]
+    out = contracts.imagenet_path(BACKBONE) if out is None else out
     norm, classes, layout = normalization(net, str(path))
     size = [int(v) for v in np.asarray(norm.get("imageSize", []), "float64").ravel()[:2]]
     if len(size) != 2:
@@ -574,7 +594,8 @@ def dagnn_layers(net: dict, source: str) -> list[dict]:
             f"{source} looks like a DagNN model (it has {'params' if 'params' in net else 'vars'})"
             " but no net.layers struct array (name, type, inputs, outputs, params, block)"
         )
-    values = {_text(p.get("name")): p.get("value") for p in _records(net.get("params"), "params")}
+    params = _records(net.get("params"), f"{source}: net.params")
+    values = {_text(p.get("name")): p.get("value") for p in params}
     out = []
     for i, layer in enumerate(_records(net["layers"], f"{source}: layers"), 1):
         if "block" not in layer or "type" not in layer:
@@ -641,17 +662,23 @@ def dagnn_layers(net: dict, source: str) -> list[dict]:
 def _what_it_holds(layers: list[dict]) -> str:
     counts: dict[str, int] = {}
     for layer in layers:
-        counts[layer["dagnn"]] = counts.get(layer["dagnn"], 0) + 1
+        kind = layer.get("dagnn", layer["type"])
+        counts[kind] = counts.get(kind, 0) + 1
     return ", ".join(f"{n} {t.removeprefix('dagnn.')}" for t, n in counts.items())
 
 
-def dagnn_towers(layers: list[dict], source: str) -> tuple[dict[str, list[dict]], list[dict]]:
+def dagnn_towers(
+    layers: list[dict], source: str
+) -> tuple[dict[str, list[dict]], list[dict], set[str], list[str]]:
     """The towers of a DagNN net: for each input variable (``input``, and ``input_flow`` in the
     authors' fused nets), the chain of layers data flows through, in order, up to the output
     (losses left out), the ``_spatial``/``_temporal`` suffixes taken off. Fusion layers
     (Concat, Sum, Conv3D and the ReLU after it) are listed apart: a tower that only goes on
-    through them (the fused net's spatial tower) continues after them. Returns ({tower: layers},
-    fusion layers); the tower is ``rgb`` or ``flow`` (by suffix, else by conv1's channels)."""
+    through them (the fused net's spatial tower) continues after them, unless what follows is
+    the other tower's (``removeFuseFrom``: the tower ends at the fusion and is left out).
+
+    Returns ({tower: layers}, fusion layers, the towers that go on above a fusion, lines about
+    towers left out); the tower is ``rgb`` or ``flow`` (by suffix, else by conv1's channels)."""
     produced = {v for layer in layers for v in layer["outputs"]}
     starts = []
     for layer in layers:
@@ -660,9 +687,9 @@ def dagnn_towers(layers: list[dict], source: str) -> tuple[dict[str, list[dict]]
         for var in layer["inputs"]:
             if var not in produced and var not in starts:
                 starts.append(var)
-    towers, fusion = {}, []
+    towers, fusion, above, cut = {}, [], set(), []
     for var in starts:
-        chain, current, after_fusion = [], var, False
+        chain, current, after_fusion, fused, suffix = [], var, False, False, None
         while True:
             consumers = [
                 layer
@@ -683,8 +710,19 @@ def dagnn_towers(layers: list[dict], source: str) -> tuple[dict[str, list[dict]]
             if layer["type"] in FUSION_TYPES or (after_fusion and layer["type"] == "relu"):
                 if layer not in fusion:
                     fusion.append(layer)
-                after_fusion = layer["type"] == "conv3d"
+                after_fusion, fused = layer["type"] == "conv3d", True
             else:
+                if suffix is None and not chain:
+                    suffix = next((s for s in SUFFIXES if layer["name"].endswith(s)), "")
+                if fused and suffix and not layer["name"].endswith(suffix):
+                    cut.append(
+                        f"the {SUFFIXES[suffix]} tower ends at the fusion ({chain[-1]['name']} "
+                        f"feeds only the fusion, and {layer['name']} above it is the other "
+                        "tower's: cnn_ucf101_fusion.m's removeFuseFrom): not a whole stream, "
+                        "left out"
+                    )
+                    chain = []
+                    break
                 after_fusion = False
                 chain.append(layer)
             current = layer["outputs"][0] if layer["outputs"] else None
@@ -692,7 +730,6 @@ def dagnn_towers(layers: list[dict], source: str) -> tuple[dict[str, list[dict]]
                 break
         if not chain:
             continue
-        suffix = next((s for s in SUFFIXES if chain[0]["name"].endswith(s)), None)
         convs = [layer for layer in chain if layer["type"] == "conv"]
         if suffix:
             tower = SUFFIXES[suffix]
@@ -704,13 +741,17 @@ def dagnn_towers(layers: list[dict], source: str) -> tuple[dict[str, list[dict]]
             if suffix:
                 layer["name"] = layer["name"].removesuffix(suffix)
         towers[tower] = chain
-    return towers, fusion
+        if fused:
+            above.add(tower)
+    return towers, fusion, above, cut
 
 
-def _guess_backbone(tower: list[dict], layers: list[dict], source: str) -> str:
+def _guess_backbone(
+    tower: list[dict], layers: list[dict], source: str, fusion: list[dict] = ()
+) -> str:
     """vgg16 (13 convolutions and 3 fc) or vgg_m_2048 (5, LRN, 3 fc); anything else is refused
-    naming what the file holds."""
-    kinds = {layer["type"] for layer in layers}
+    naming what the file holds (a fused net's own fusion layers, Sum included, aside)."""
+    kinds = {layer["type"] for layer in layers if layer not in fusion}
     unknown = sorted(kinds - set(DAGNN_TYPES.values()))
     convs = [layer for layer in tower if layer["type"] == "conv"]
     lrn = any(layer["type"] == "lrn" for layer in tower)
@@ -718,7 +759,7 @@ def _guess_backbone(tower: list[dict], layers: list[dict], source: str) -> str:
         return "vgg16"
     if not unknown and "sum" not in kinds and len(convs) == 8 and lrn:
         return "vgg_m_2048"
-    resnet = "dagnn.BatchNorm" in unknown or "sum" in kinds
+    resnet = "dagnn.BatchNorm" in unknown or "bnorm" in unknown or "sum" in kinds
     what = "a ResNet (BatchNorm and Sum blocks)" if resnet else "no network we have"
     raise WeightsError(
         f"{source} holds {_what_it_holds(layers)} ({len(convs)} convolutions in a tower): "
@@ -727,38 +768,19 @@ def _guess_backbone(tower: list[dict], layers: list[dict], source: str) -> str:
     )
 
 
-def _flow_mean(average: object, channels: int) -> list[float]:
-    a = np.asarray(average, "float64")
-    if a.size == channels:
-        return [float(v) for v in a.ravel()]
-    if a.ndim == 3 and a.shape[-1] == channels:
-        return [float(v) for v in a.mean(axis=(0, 1))]
-    raise WeightsError(f"averageImage has shape {a.shape}; expected {channels} values")
+def _per_channel(average: np.ndarray) -> np.ndarray:
+    """An ``averageImage``'s one value per channel: a whole image is reduced to its mean."""
+    return average.mean(axis=(0, 1)) if average.ndim == 3 else average.ravel()
 
 
 def import_dagnn(path: Path, net: dict, out: str | Path | None = None) -> list[str]:
     """Convert a MatConvNet DagNN model: one of the authors' released streams (VGG-16 RGB or
     flow, trained on UCF101) into a trained-stream file for ``train.streams``, each tower of
     one of their fused nets into one, or a DagNN ImageNet model (1000 classes) into weights
-    for ``train.weights``. Every tower is checked layer by layer against our backbone
-    (:func:`check_and_convert`); returns the lines to print."""
-    from pipeline.model import count_params, imagenet_network
-
+    for ``train.weights`` (:func:`convert_towers`); returns the lines to print."""
     layers = dagnn_layers(net, str(path))
-    towers, fusion = dagnn_towers(layers, str(path))
-    if not towers:
-        raise WeightsError(f"{path}: no layer reads an input variable ({_what_it_holds(layers)})")
-    norm, classes, _ = normalization(net, str(path))
-    size = [int(v) for v in np.asarray(norm.get("imageSize", []), "float64").ravel()[:2]]
-    if len(size) != 2:
-        raise WeightsError(f"{path}: meta.normalization.imageSize is {norm.get('imageSize')!r}")
-    average = np.asarray(_given(norm.get("averageImage"), np.zeros(0)), "float64")
-    sha, md5 = digests(path)
-    classes = classes if isinstance(classes, dict) else {}
-    names, descriptions = _strings(classes.get("name")), _strings(classes.get("description"))
-    lines = [
-        f"read {path} (DagNN; {len(layers)} layers: {_what_it_holds(layers)}; MD5 {md5})",
-    ]
+    towers, fusion, above, cut = dagnn_towers(layers, str(path))
+    lines = [f"read {path} (DagNN; {len(layers)} layers: {_what_it_holds(layers)})"]
     if fusion:
         lines.append(
             "fused net: its fusion layers "
@@ -770,19 +792,65 @@ def import_dagnn(path: Path, net: dict, out: str | Path | None = None) -> list[s
             )
             + " are not imported (train_fusion builds and trains its own fusion)"
         )
+    lines += cut
+    if not towers:
+        raise WeightsError(
+            f"{path}: no whole tower from an input variable ({_what_it_holds(layers)})"
+        )
+    return lines + convert_towers(path, net, towers, layers, out, "DagNN", fusion, above)
+
+
+def convert_towers(
+    path: Path,
+    net: dict,
+    towers: dict[str, list[dict]],
+    layers: list[dict],
+    out: str | Path | None,
+    layout: str,
+    fusion: list[dict] = (),
+    above: set[str] = frozenset(),
+) -> list[str]:
+    """Check each tower (``rgb`` or ``flow``: simplenn-style layer dicts) layer by layer against
+    our backbone (:func:`check_and_convert`) and write it: a trained stream (``kind`` stream,
+    for ``train.streams``) or, RGB with 1000 classes, ImageNet weights (for
+    ``train.weights``). Returns the lines to print."""
+    from pipeline.model import count_params, imagenet_network
+
+    norm, classes, _ = normalization(net, str(path))
+    size = [int(v) for v in np.asarray(norm.get("imageSize", []), "float64").ravel()[:2]]
+    if len(size) != 2:
+        raise WeightsError(f"{path}: meta.normalization.imageSize is {norm.get('imageSize')!r}")
+    average = np.asarray(_given(norm.get("averageImage"), np.zeros(0)), "float64")
+    if average.size == 0:
+        raise WeightsError(f"{path}: meta.normalization.averageImage is missing or empty")
+    sha, md5 = digests(path)
+    classes = classes if isinstance(classes, dict) else {}
+    names, descriptions = _strings(classes.get("name")), _strings(classes.get("description"))
+    lines = [f"  MD5 {md5}"]
     for tower, chain in towers.items():
-        backbone = _guess_backbone(chain, layers, str(path))
+        where = f"{path} ({tower} tower)"
+        backbone = _guess_backbone(chain, layers, str(path), fusion)
         convs = [layer for layer in chain if layer["type"] == "conv"]
         channels, n_classes = convs[0]["filters"].shape[2], convs[-1]["filters"].shape[-1]
+        per_channel = _per_channel(average)
+        if fusion:  # a fused net's meta is its flow net's: averageImage = cat(3, flow 2L, RGB
+            # 3) (cnn_ucf101_fusion.m, l. 139-141 and 187)
+            per_channel = per_channel[-3:] if tower == "rgb" else per_channel[:channels]
+        if per_channel.size != channels:
+            raise WeightsError(
+                f"{where}: averageImage has {per_channel.size} channel(s) "
+                f"(shape {average.shape}); conv1 takes {channels}"
+            )
+        mean = [float(v) for v in per_channel]
         if tower == "rgb":
-            if average.size == 0:
-                raise WeightsError(f"{path}: meta.normalization.averageImage is missing or empty")
-            # a fused net's meta is its flow net's: averageImage = cat(3, flow 2L, RGB 3)
-            # (cnn_ucf101_fusion.m, l. 139-141 and 187)
-            mean, mean_note = channel_mean(average.ravel()[-3:] if fusion else average)
+            mean_note = channel_mean(average if not fusion else per_channel)[1]
         else:
-            mean = _flow_mean(average.ravel()[:channels] if fusion else average, channels)
             mean_note = f"averageImage: {sorted({round(m, 4) for m in mean})} per flow channel"
+        if tower == "flow" and (channels % 2 or channels // 2 % 2):
+            raise WeightsError(
+                f"{where}: conv1 takes {channels} channels; a flow stream stacks 2L channels with "
+                "L even (clip.flow_stack)"
+            )
         kept = [
             layer for layer in chain if layer["type"] not in ("dropout", "softmax", "softmaxloss")
         ]
@@ -790,14 +858,14 @@ def import_dagnn(path: Path, net: dict, out: str | Path | None = None) -> list[s
         try:
             model = imagenet_network(backbone, tuple(size), n_classes, mean, channels)
         except ValueError as exc:
-            raise WeightsError(f"{path}: {backbone} cannot be built for {size}: {exc}") from exc
+            raise WeightsError(f"{where}: {backbone} cannot be built for {size}: {exc}") from exc
         spec = _backbone_spec(model)
         if [layer["type"] for layer in kept] == [s_["type"] for s_ in spec]:
             for layer, s_ in zip(kept, spec, strict=True):
                 if layer["name"] != s_["name"]:  # fromSimpleNN names unnamed layers layerN
                     renamed.append(f"{layer['name']} as {s_['name']}")
                     layer["name"] = s_["name"]
-        converted = check_and_convert(kept, spec, tuple(size), f"{path} ({tower})", backbone)
+        converted = check_and_convert(kept, spec, tuple(size), where, backbone)
         for name, arrays in converted.items():
             model.get_layer(f"rgb_{name}").set_weights(arrays)
         kind = "imagenet" if channels == 3 and n_classes == 1000 and not fusion else "stream"
@@ -812,10 +880,10 @@ def import_dagnn(path: Path, net: dict, out: str | Path | None = None) -> list[s
             "descriptions": descriptions if len(descriptions) == n_classes else [],
             "source": path.name,
             "source_sha256": sha,
-            "source_layout": "DagNN" + (f" fused net, {tower} tower" if fusion else ""),
+            "source_layout": layout + (f" fused net, {tower} tower" if fusion else ""),
             "mean_note": mean_note,
             "flow_stack": channels // 2 if tower == "flow" else None,
-            "fused_head": bool(fusion) and tower == "rgb",
+            "fused_head": tower in above,
         }
         if out is not None and len(towers) == 1:
             target = Path(out)
@@ -824,13 +892,13 @@ def import_dagnn(path: Path, net: dict, out: str | Path | None = None) -> list[s
         elif kind == "imagenet":
             target = contracts.imagenet_path(backbone)
         else:
-            stem = path.stem + (f"-{tower}" if len(towers) > 1 else "")
-            target = contracts.released_path(stem)
+            target = contracts.released_path(path.stem + (f"-{tower}" if len(towers) > 1 else ""))
         contracts.write_pretrained(target, converted, meta)
+        key = "model.backbone" if tower == "rgb" else "model.flow_backbone (or model.backbone)"
         use = (
             f"train.weights: {target}"
             if kind == "imagenet"
-            else f"train.streams.{tower}: {target} (model.backbone: {backbone}"
+            else f"train.streams.{tower}: {target} ({key}: {backbone}"
             + (f", clip.flow_stack: {channels // 2}" if tower == "flow" else "")
             + f", clip.crop: {size[0]})"
         )
@@ -846,8 +914,8 @@ def import_dagnn(path: Path, net: dict, out: str | Path | None = None) -> list[s
             lines.append(f"  3D pooling (time window, stride, pad) read as 2D: {', '.join(pooled)}")
         if meta["fused_head"]:
             lines.append(
-                "  its fc6-fc8 were trained above the fusion (on fused features), not on RGB "
-                "alone: as an RGB stream, they are the fused net's head"
+                f"  its layers above the fusion were trained on fused features, not on "
+                f"{meta['channels']} alone: as a stream, they are the fused net's head"
             )
         lines.append(f"  wrote {target}: set {use}")
     return lines
@@ -859,6 +927,10 @@ def network(path: str | Path) -> tuple[object, dict]:
     from pipeline.model import imagenet_network
 
     layers, meta = contracts.read_pretrained(path)
+    if meta.get("channels", "RGB") != "RGB":
+        raise WeightsError(
+            f"{path} is a {meta['channels']} stream: classify runs RGB weights on photos"
+        )
     size = tuple(meta["input_size"])
     net = imagenet_network(meta["backbone"], size, layers["fc8"][1].size, meta["mean"])
     for name, arrays in layers.items():
@@ -895,18 +967,26 @@ def classify(path: str | Path, images: list[str], top: int = 5) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.weights", description="ImageNet weights from MatConvNet."
+        prog="python -m pipeline.weights",
+        description="Weights from MatConvNet .mat files: ImageNet weights (simplenn or DagNN) "
+        "and the authors' released UCF101 streams and fused nets (DagNN).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    imp = sub.add_parser("import", help=f"convert MatConvNet's {BACKBONE} .mat")
-    imp.add_argument("mat", help=f"imagenet-vgg-m-2048.mat (from {MATCONVNET_URL})")
+    imp = sub.add_parser(
+        "import", help="convert a MatConvNet .mat (simplenn or DagNN), checked layer by layer"
+    )
+    imp.add_argument(
+        "mat",
+        help=f"imagenet-vgg-m-2048.mat (from {MATCONVNET_URL}), or a DagNN model: the authors' "
+        "ucf101-img-vgg16-split1.mat / ucf101-TVL1flow-vgg16-split1.mat streams or a fused net",
+    )
     imp.add_argument(
         "--out",
         help=f"default: {contracts.imagenet_path(BACKBONE)} for ImageNet weights, "
         f"{contracts.RELEASED_DIR}/<name>.h5 for a trained stream (-<tower> for a fused net's)",
     )
-    cls = sub.add_parser("classify", help="top-5 ImageNet classes of photos under an import")
-    cls.add_argument("weights", help="a file written by import")
+    cls = sub.add_parser("classify", help="top-5 classes of photos under imported RGB weights")
+    cls.add_argument("weights", help="a file written by import (ImageNet, or an RGB stream)")
     cls.add_argument("images", nargs="+")
     args = parser.parse_args(argv)
     try:

@@ -87,6 +87,15 @@ def test_missing_section_and_non_mapping(raw_params):
     assert "synthetic: expected a mapping" in str(err.value)
 
 
+@pytest.mark.parametrize("section", [("train", "streams"), ("flow", "tvl1")])
+def test_missing_nested_section_is_reported_not_a_crash(raw_params, section):
+    """A params.yaml from before train.streams existed names the section (was a TypeError)."""
+    outer, inner = section
+    del raw_params[outer][inner]
+    with pytest.raises(ParamsError, match=f"{outer}.{inner}: missing section"):
+        parse_params(raw_params)
+
+
 def test_cross_field_rule(raw_params):
     raw_params["synthetic"]["videos_per_class"] = 2
     raw_params["synthetic"]["test_fraction"] = 0.1

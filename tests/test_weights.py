@@ -697,15 +697,15 @@ def released(tmp_path_factory):
     root = tmp_path_factory.mktemp("released")
     rgb, flow = _vgg16_simplenn(3, 10), _vgg16_simplenn(20, 11)
     scipy.io.savemat(
-        root / "ucf101-img-vgg16-split1.mat",
+        root / "ucf101-img-vgg16-split1-dr0.85.mat",
         dagnn_content(rgb, np.asarray(RGB_MEAN).reshape(1, 1, 3), 3),
     )
     scipy.io.savemat(  # saveState's layout: one variable net (cnn_train_dag.m)
-        root / "ucf101-TVL1flow-vgg16-split1.mat",
+        root / "ucf101-TVL1flow-vgg16-split1-dr0.9.mat",
         {"net": dagnn_content(flow, np.full((1, 1, 20), 128.0), 20)},
     )
-    weights.import_matconvnet(root / "ucf101-img-vgg16-split1.mat", root / "rgb.h5")
-    weights.import_matconvnet(root / "ucf101-TVL1flow-vgg16-split1.mat", root / "flow.h5")
+    weights.import_matconvnet(root / "ucf101-img-vgg16-split1-dr0.85.mat", root / "rgb.h5")
+    weights.import_matconvnet(root / "ucf101-TVL1flow-vgg16-split1-dr0.9.mat", root / "flow.h5")
     return root, rgb, flow
 
 
@@ -720,18 +720,18 @@ def _released_params(raw, root, **streams):
 def test_released_streams_import_and_equal_matconvnet(released, raw_params, monkeypatch):
     root, rgb_layers, flow_layers = released
     monkeypatch.chdir(root)
-    lines = weights.import_matconvnet("ucf101-img-vgg16-split1.mat")
+    lines = weights.import_matconvnet("ucf101-img-vgg16-split1-dr0.85.mat")
     text = "\n".join(lines)
     assert "rgb tower: vgg16, 3 input channels, 7 classes" in text
-    assert "wrote models/released/ucf101-img-vgg16-split1.h5: set train.streams.rgb" in text
-    lines = weights.import_matconvnet("ucf101-TVL1flow-vgg16-split1.mat")
+    assert "wrote models/released/ucf101-img-vgg16-split1-dr0.85.h5: set train.streams.rgb" in text
+    lines = weights.import_matconvnet("ucf101-TVL1flow-vgg16-split1-dr0.9.mat")
     assert any("flow tower: vgg16, 20 input channels" in line for line in lines)
     assert any("averageImage: [128.0] per flow channel" in line for line in lines)
     params = _released_params(
         raw_params,
         root,
-        rgb="models/released/ucf101-img-vgg16-split1.h5",
-        flow="models/released/ucf101-TVL1flow-vgg16-split1.h5",
+        rgb="models/released/ucf101-img-vgg16-split1-dr0.85.h5",
+        flow="models/released/ucf101-TVL1flow-vgg16-split1-dr0.9.h5",
     )
     rng = np.random.default_rng(5)
     image = rng.integers(0, 256, (DAG, DAG, 3)).astype("uint8")
@@ -955,3 +955,56 @@ def test_dagnn_in_a_v73_file_imports_the_same_streams(released, tmp_path):
     for name in want:
         for x, y in zip(got[name], want[name], strict=True):
             np.testing.assert_array_equal(x, y)
+
+
+def _fused_variant(rgb, flow, kind):
+    """The fused net with cnn_ucf101_fusion.m's other options: ``removeFuseFrom`` (the temporal
+    tower cut at relu5_3, its head removed) or ``doSum`` (a dagnn.Sum instead of Concat and
+    Conv3D)."""
+    content = fused_content(rgb, flow)["net"]
+    layers = [
+        dict(zip(content["layers"].dtype.names, r, strict=True)) for r in content["layers"][0]
+    ]
+    if kind == "removeFuseFrom":
+        i = next(i for i, layer in enumerate(layers) if layer["name"] == "relu5_3_temporal")
+        layers = layers[: i + 1]
+    else:
+        layers = [layer for layer in layers if layer["name"] not in ("conv53D", "relu3D5")]
+        for layer in layers:
+            if layer["name"] == "relu5_3_concat":
+                layer.update(type="dagnn.Sum", block={}, outputs=_cell(["relu3D5"]))
+    content["layers"] = _struct_array(layers)
+    return {"net": content}
+
+
+def test_fused_net_variants_and_simplenn_streams(released, tmp_path, capsys):
+    root, rgb, flow = released
+    scipy.io.savemat(tmp_path / "cut.mat", _fused_variant(rgb, flow, "removeFuseFrom"))
+    lines = weights.import_matconvnet(tmp_path / "cut.mat", tmp_path / "cut.h5")
+    text = "\n".join(lines)
+    assert "the flow tower ends at the fusion" in text and "removeFuseFrom" in text
+    assert not (tmp_path / "cut-flow.h5").exists() and (tmp_path / "cut.h5").exists()
+    assert contracts.read_pretrained(tmp_path / "cut.h5")[1]["fused_head"]
+    scipy.io.savemat(tmp_path / "sum.mat", _fused_variant(rgb, flow, "doSum"))
+    lines = weights.import_matconvnet(tmp_path / "sum.mat", tmp_path / "sum.h5")
+    assert "relu5_3_concat (Sum)" in lines[1]
+    assert contracts.read_pretrained(tmp_path / "sum-flow.h5")[1]["fused_head"] is False
+    # a stream trained as simplenn (cnn_ucf101_fusion.m l. 109-112 takes either layout)
+    simple = []
+    for layer in flow:
+        d = {k: v for k, v in layer.items() if k not in ("f", "b")}
+        if layer["type"] == "conv":
+            d["weights"] = _cell([layer["f"], layer["b"].reshape(-1, 1)])
+        simple.append(d)
+    scipy.io.savemat(tmp_path / "simple.mat", {"layers": _cell(simple), "meta": {
+        "normalization": {"imageSize": np.array([DAG, DAG, 20.0]),
+                          "averageImage": np.full((1, 1, 20), 128.0)}}})  # fmt: skip
+    lines = weights.import_matconvnet(tmp_path / "simple.mat", tmp_path / "simple.h5")
+    assert lines[0].startswith(f"read {tmp_path / 'simple.mat'} (simplenn;")
+    got, _ = contracts.read_pretrained(tmp_path / "simple.h5")
+    want, _ = contracts.read_pretrained(root / "flow.h5")
+    for name in want:
+        for x, y in zip(got[name], want[name], strict=True):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises(SystemExit, match="is a flow stream: classify runs RGB weights"):
+        weights.main(["classify", str(tmp_path / "simple.h5"), "x.png"])
