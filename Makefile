@@ -26,7 +26,7 @@ repro: $(STAMP)
 # here, then again under TensorFlow (the default) with the rest of the suite.
 test: $(STAMP) lint
 	KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider tests/test_layers.py tests/test_tvl1.py
-	python -m pytest
+	python -m pytest --durations=10
 
 lint: $(STAMP)
 	ruff check .
