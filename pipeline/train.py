@@ -490,7 +490,9 @@ def train(
         )
     else:
         fit_epochs(model, train_ds, val_ds, val_steps, start, setting["epochs"], steps, on_epoch)
-    if setting["epochs"] == 0 and stream != "fusion" and val_ds is not None:
+    # a released stream is scored once (not under MultiWorkerMirrored, where Keras' fit and
+    # evaluate do not work: keras-team/keras#20585)
+    if setting["epochs"] == 0 and stream != "fusion" and val_ds is not None and not multi_worker:
         scored = model.evaluate(val_ds, steps=val_steps, verbose=0, return_dict=True)
         logs = {k: v for k, v in _standard_logs(scored).items() if k in ("loss", "accuracy")}
         print(
