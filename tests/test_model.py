@@ -173,6 +173,10 @@ def test_concat_reports_layers_whose_input_grew(tiny):
 
 @pytest.mark.parametrize("also_late", [False, True])
 def test_one_training_step(tiny, also_late):
+    # seeded: unseeded, about 1 initialisation in 40 leaves the fused fc8 without a gradient
+    # in its first step on 4 clips (its fc7 inputs all zero), and the test failed at random
+    # (seen in CI; 1 of seeds 0-39 with also_late, measured)
+    keras.utils.set_random_seed(0)
     params = _params(tiny, method="conv", layer="relu5", temporal="pool3d", also_late=also_late)
     model = build_fused(params)
     if also_late:
