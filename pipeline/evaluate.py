@@ -93,11 +93,19 @@ def write_outputs(
         "params": extra,
     }
     contracts.write_json(contracts.metrics_path(name, metrics_dir), summary)
+    worst = most_confused_with(m["confusion"])
     contracts.write_csv(
         contracts.per_class_path(name, metrics_dir),
-        ["label", "class_name", "videos", "accuracy"],
+        ["label", "class_name", "videos", "accuracy", "most_confused_with", "confused_share"],
         (
-            [c, cname, int((labels == c).sum()), "" if np.isnan(acc) else f"{acc:.4f}"]
+            [
+                c,
+                cname,
+                int((labels == c).sum()),
+                "" if np.isnan(acc) else f"{acc:.4f}",
+                class_names[worst[c][0]] if worst[c][1] > 0 else "",
+                f"{worst[c][1]:.4f}" if worst[c][1] > 0 else "",
+            ]
             for c, (cname, acc) in enumerate(zip(class_names, m["per_class"], strict=True))
         ),
     )
@@ -111,16 +119,45 @@ def write_outputs(
     return summary
 
 
+def _row_normalised(confusion: np.ndarray) -> np.ndarray:
+    rows = confusion.sum(1, keepdims=True)
+    return np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
+
+
+def most_confused_with(confusion: np.ndarray) -> list[tuple[int, float]]:
+    """For each actual class: the other class its videos are most often given, and the share
+    of its videos that went there (0.0 when none went astray)."""
+    norm = _row_normalised(confusion)
+    np.fill_diagonal(norm, -1.0)
+    best = norm.argmax(1)
+    return [(int(j), max(float(norm[i, j]), 0.0)) for i, j in enumerate(best)]
+
+
+def confused_pairs(confusion: np.ndarray, k: int = 20) -> list[tuple[int, int, int, float]]:
+    """The ``k`` most confused (actual, predicted) pairs, off the diagonal, by video count:
+    ``(actual, predicted, videos, share of the actual class's videos)``."""
+    norm = _row_normalised(confusion)
+    off = confusion.astype(np.int64).copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:k]
+    pairs = [np.unravel_index(i, off.shape) for i in order]
+    return [(int(a), int(p), int(off[a, p]), float(norm[a, p])) for a, p in pairs if off[a, p]]
+
+
 def confusion_png(confusion: np.ndarray, class_names: list[str], title: str, path: Path) -> None:
-    """Row-normalised confusion matrix with readable class labels."""
+    """Row-normalised confusion matrix with readable class labels; above 30 classes (UCF101's
+    101, Kinetics' 400) the classes are sorted by accuracy, only every few are labelled, and
+    the most confused pairs and the worst classes are listed beside the matrix."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = confusion.sum(1, keepdims=True)
-    norm = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
     n = len(class_names)
+    if n > 30:
+        _many_classes_png(confusion, class_names, title, path, plt)
+        return
+    norm = _row_normalised(confusion)
     size = max(4.0, 0.45 * n + 2)
     fig, ax = plt.subplots(figsize=(size, size * 0.9))
     im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
@@ -144,6 +181,58 @@ def confusion_png(confusion: np.ndarray, class_names: list[str], title: str, pat
                     )
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
+    contracts.save_figure(fig, path)
+    plt.close(fig)
+
+
+def _many_classes_png(
+    confusion: np.ndarray, class_names: list[str], title: str, path: Path, plt: object
+) -> None:
+    """:func:`confusion_png` for many classes: the matrix in accuracy order (worst first), a
+    tick label on every k-th class so that labels never overlap, and two lists: the most
+    confused pairs and the 15 least accurate classes."""
+    norm = _row_normalised(confusion)
+    n = len(class_names)
+    videos = confusion.sum(1)
+    accuracy = np.where(videos > 0, np.diag(norm), np.nan)
+    order = np.argsort(np.nan_to_num(accuracy, nan=2.0), kind="stable")  # worst first
+    fig = plt.figure(figsize=(19, 11))
+    ax = fig.add_axes([0.07, 0.12, 0.5, 0.8])
+    im = ax.imshow(norm[np.ix_(order, order)], vmin=0, vmax=1, cmap="Blues", aspect="equal")
+    step = max(1, -(-n // 50))  # at most 50 labels a side
+    ticks = list(range(0, n, step))
+    labels = [class_names[order[i]] for i in ticks]
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=6)
+    ax.set_yticks(ticks, labels, fontsize=6)
+    every = "" if step == 1 else f" (one class in {step} labelled)"
+    ax.set_xlabel(f"predicted, in the order of the rows{every}")
+    ax.set_ylabel(f"actual, least accurate first{every}")
+    ax.set_title(f"{title}: {n} classes")
+    fig.colorbar(im, ax=ax, fraction=0.035, pad=0.01)
+
+    def listing(x: float, head: str, lines: list[str]) -> None:
+        fig.text(x, 0.92, head, fontsize=10, fontweight="bold", va="top")
+        fig.text(x, 0.89, "\n".join(lines), fontsize=7.5, va="top", family="monospace")
+
+    def short(name: str, width: int = 22) -> str:
+        return name if len(name) <= width else name[: width - 1] + "…"
+
+    pairs = confused_pairs(confusion, 30)
+    listing(
+        0.62,
+        "most confused: actual → predicted",
+        [f"{short(class_names[a])} → {short(class_names[p])} {v:>3} ({s:.0%})"
+         for a, p, v, s in pairs] or ["none"],
+    )  # fmt: skip
+    worst = [i for i in order if videos[i] > 0][:15]
+    mistaken = most_confused_with(confusion)
+    listing(
+        0.84,
+        "least accurate classes",
+        [f"{short(class_names[i], 18)} {accuracy[i]:.0%}"
+         + (f" (→ {short(class_names[mistaken[i][0]], 14)})" if mistaken[i][1] > 0 else "")
+         for i in worst],
+    )  # fmt: skip
     contracts.save_figure(fig, path)
     plt.close(fig)
 

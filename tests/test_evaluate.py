@@ -71,6 +71,11 @@ def test_outputs_confusion_rows_and_png(tmp_path):
     with open(tmp_path / "metrics/fusion_per_class.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["accuracy"] for r in rows] == ["0.5000", "1.0000", "0.6667"]
+    assert [(r["most_confused_with"], r["confused_share"]) for r in rows] == [
+        ("b", "0.5000"),
+        ("", ""),
+        ("a", "0.3333"),
+    ]
     with open(tmp_path / "metrics/fusion_confusion.csv") as f:
         pairs = [(r["actual"], r["predicted"]) for r in csv.DictReader(f)]
     assert pairs[1] == ("a", "b") and len(pairs) == 6
@@ -79,6 +84,26 @@ def test_outputs_confusion_rows_and_png(tmp_path):
     np.testing.assert_allclose(norm.sum(1), 1.0)
     png = (tmp_path / "metrics/fusion_confusion.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_many_classes_confusion_figure_and_pairs(tmp_path):
+    """At UCF101's 101 classes the figure sorts classes by accuracy and lists the most
+    confused pairs (a 101×101 grid of labels is unreadable); the pairs are counted right."""
+    n = 101
+    names = [f"class_{i:03d}_with_a_long_name" for i in range(n)]
+    labels = np.repeat(np.arange(n), 4)
+    predicted = labels.copy()
+    predicted[[0, 1, 2]] = 7  # class 0: 3 of 4 to class 7
+    predicted[4] = 9  # class 1: 1 of 4 to class 9
+    scores = np.eye(n)[predicted]
+    ev.write_outputs("rgb", [f"v{i}" for i in range(labels.size)], labels, scores, 1, {},
+                     names, tmp_path / "s", tmp_path / "m")  # fmt: skip
+    confusion = ev.metrics(labels, scores)["confusion"]
+    assert ev.confused_pairs(confusion, 5) == [(0, 7, 3, 0.75), (1, 9, 1, 0.25)]
+    mistaken = ev.most_confused_with(confusion)
+    assert mistaken[0] == (7, 0.75) and mistaken[1] == (9, 0.25) and mistaken[2][1] == 0.0
+    png = (tmp_path / "m/rgb_confusion.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000
 
 
 def test_forced_model_through_the_real_reader(tiny_project, monkeypatch, tmp_path):
