@@ -65,20 +65,27 @@ def _ceil_pool(x: keras.KerasTensor, size: int, stride: int, name: str) -> keras
     Keras rounds down; padding the bottom and right with zeros first gives Caffe's size. The
     inputs are ReLU (or LRN of ReLU) outputs, never negative, so zeros never win the max.
     """
-    h, w = x.shape[-3], x.shape[-2]
-    pads = [(-(-(n - size) // stride)) * stride + size - n for n in (h, w)]
+    pads = _ceil_pads(x.shape[-3:-1], size, stride)
     if any(pads):
         x = _td(keras.layers.ZeroPadding2D(((0, pads[0]), (0, pads[1]))), f"{name}_pad")(x)
     return _td(keras.layers.MaxPooling2D(size, stride), name)(x)
 
 
-def _pool5_3d(x: keras.KerasTensor, name: str, size: int = 2) -> keras.KerasTensor:
+def _ceil_pads(hw: tuple[int, int], size: int, stride: int) -> list[int]:
+    """The bottom and right padding after which Keras' round-down pooling gives the round-up
+    output size of Caffe and MatConvNet (``ceil((n - size) / stride) + 1``)."""
+    return [(-(-(n - size) // stride)) * stride + size - n for n in hw]
+
+
+def _pool5_3d(
+    x: keras.KerasTensor, name: str, size: int = 2, ceil: bool = False
+) -> keras.KerasTensor:
     """The paper's 3D pooling: the backbone's 2D pool5 window over all T frames, stride 2 (T
     collapses to 1), as cnn_ucf101_fusion.m makes it from the 2D pool5 (``poolSize =
     [pool5.poolSize nFrames]``, ``stride = [pool5.stride 2]``): VGG-16 2×2 rounding down as
-    Keras' pools, VGG-M 3×3 (``size`` 3) rounding up as its 2D pools (:func:`_ceil_pool`)."""
-    t, h, w = x.shape[1:4]
-    pads = [(-(-(n - size) // 2)) * 2 + size - n for n in (h, w)] if size == 3 else [0, 0]
+    Keras' pools, VGG-M 3×3 rounding up (``ceil``) as its 2D pools (:func:`_ceil_pool`)."""
+    t = x.shape[1]
+    pads = _ceil_pads(x.shape[2:4], size, 2) if ceil else [0, 0]
     if any(pads):
         x = keras.layers.ZeroPadding3D(((0, 0), (0, pads[0]), (0, pads[1])), name=f"{name}_pad")(x)
     return keras.layers.MaxPooling3D((t, size, size), strides=(2, 2, 2), name=name)(x)
@@ -159,7 +166,11 @@ def vgg_m_2048(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -
         ("relu5", lambda x: conv(x, 512, 3, 1, 1, "conv5")),
         (
             "pool5",
-            lambda x: _pool5_3d(x, f"{p}pool5", 3) if pool3d else _ceil_pool(x, 3, 2, f"{p}pool5"),
+            lambda x: (
+                _pool5_3d(x, f"{p}pool5", 3, ceil=True)
+                if pool3d
+                else _ceil_pool(x, 3, 2, f"{p}pool5")
+            ),
         ),
         *_head(p, classes, dropout, (4096, 2048)),
     ]
@@ -320,7 +331,7 @@ def build_stream(stream: str, params: Params, classes: int | None = None) -> ker
     x = _inputs(params)[stream]
     source = pretrained_source(stream, params)
     rgb = (source["mean"], 1.0) if source else None
-    flow = (source["flow_mean"], False) if source and source.get("released") else None
+    flow = (source["mean"], False) if source and source.get("released") else None
     # 2D pooling: a stream never depends on fusion.* (pooling layers have no weights, so the
     # fused net can still pool in 3D with the stream's weights)
     x_norm = _normalise(stream, x, params, rgb, flow)
@@ -618,15 +629,8 @@ def released_source(stream: str, params: Params, path: Path) -> dict:
             )
     if problems:
         raise ModelError(f"{key}: {path} does not fit this configuration: " + "; ".join(problems))
-    mean = tuple(meta["mean"])
-    return {
-        "backbone": backbone,
-        "path": path,
-        "meta": meta,
-        "mean": mean,
-        "flow_mean": mean,
-        "released": True,
-    }
+    mean = tuple(meta["mean"])  # RGB, or one per flow channel (the released flow stream's)
+    return {"backbone": backbone, "path": path, "meta": meta, "mean": mean, "released": True}
 
 
 def _vgg16_layers(path: Path | None) -> dict[str, list[np.ndarray]]:

@@ -490,21 +490,21 @@ def train(
         )
     else:
         fit_epochs(model, train_ds, val_ds, val_steps, start, setting["epochs"], steps, on_epoch)
-    # a released stream is scored once (not under MultiWorkerMirrored, where Keras' fit and
-    # evaluate do not work: keras-team/keras#20585)
-    if setting["epochs"] == 0 and stream != "fusion" and val_ds is not None and not multi_worker:
-        scored = model.evaluate(val_ds, steps=val_steps, verbose=0, return_dict=True)
-        logs = {k: v for k, v in _standard_logs(scored).items() if k in ("loss", "accuracy")}
-        print(
-            f"train {stream}: not trained; on the val split: "
-            + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()),
-            flush=True,
-        )
+    if setting["epochs"] == 0 and stream != "fusion":  # a released stream, taken as it is
+        logs = {}
+        if val_ds is not None and not multi_worker:  # scored once (not under MultiWorker-
+            # Mirrored, where Keras' fit and evaluate do not work: keras-team/keras#20585)
+            scored = model.evaluate(val_ds, steps=val_steps, verbose=0, return_dict=True)
+            logs = {k: v for k, v in _standard_logs(scored).items() if k in ("loss", "accuracy")}
+            print(
+                f"train {stream}: not trained; on the val split: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()),
+                flush=True,
+            )
         if live is not None:
             for key, value in logs.items():
                 live.log_metric(f"val_{key}", float(value))
-    if setting["epochs"] == 0 and stream != "fusion" and live is not None:
-        live.log_metric("epochs_trained", 0)
+            live.log_metric("epochs_trained", 0)
     if live is not None:
         live.end()
     if chief:

@@ -246,19 +246,23 @@ def normalization(net: dict, source: str) -> tuple[dict, dict, str]:
     )
 
 
-def channel_mean(average: object) -> tuple[list[float], str]:
-    """The per-channel mean (RGB, 0–255) of ``averageImage``, and a line saying what it was."""
+def channel_mean(average: object, channels: int = 3) -> tuple[list[float], str]:
+    """The per-channel mean (0–255; RGB, or a flow stream's 2L channels) of ``averageImage``,
+    and a line saying what it was."""
     a = np.asarray(average, "float64")
-    if a.size == 3:
+    if a.size == channels:
         return [float(v) for v in a.ravel()], "averageImage: a per-channel mean"
-    if a.ndim == 3 and a.shape[-1] == 3:
+    if a.ndim == 3 and a.shape[-1] == channels:
         mean = a.mean(axis=(0, 1))
         spread = float(np.abs(a - mean).max())
         return [float(v) for v in mean], (
-            f"averageImage: a {a.shape[0]}×{a.shape[1]}×3 image, reduced to its per-channel "
-            f"mean (crops and flips move over it); it is at most {spread:.1f} levels from it"
+            f"averageImage: a {a.shape[0]}×{a.shape[1]}×{channels} image, reduced to its "
+            f"per-channel mean (crops and flips move over it); it is at most {spread:.1f} "
+            "levels from it"
         )
-    raise WeightsError(f"averageImage has shape {a.shape}; expected 3 values or an H×W×3 image")
+    raise WeightsError(
+        f"averageImage has shape {a.shape}; expected {channels} values or an H×W×{channels} image"
+    )
 
 
 # ---- checking against the backbone and converting --------------------------------------------
@@ -410,7 +414,7 @@ def check_and_convert(
                 problems.append(f"{name}: dilate {layer['dilate']}; {backbone} does not dilate")
             if b.shape != (f.shape[-1],):
                 problems.append(f"{name}: {b.size} biases for {f.shape[-1]} filters")
-            converted[s.get("ours", name)] = [kernel, b]
+            converted[s["ours"]] = [kernel, b]
             size = out
         elif layer["type"] == "pool":
             if layer["method"] != "max":
@@ -768,11 +772,6 @@ def _guess_backbone(
     )
 
 
-def _per_channel(average: np.ndarray) -> np.ndarray:
-    """An ``averageImage``'s one value per channel: a whole image is reduced to its mean."""
-    return average.mean(axis=(0, 1)) if average.ndim == 3 else average.ravel()
-
-
 def import_dagnn(path: Path, net: dict, out: str | Path | None = None) -> list[str]:
     """Convert a MatConvNet DagNN model: one of the authors' released streams (VGG-16 RGB or
     flow, trained on UCF101) into a trained-stream file for ``train.streams``, each tower of
@@ -832,19 +831,15 @@ def convert_towers(
         backbone = _guess_backbone(chain, layers, str(path), fusion)
         convs = [layer for layer in chain if layer["type"] == "conv"]
         channels, n_classes = convs[0]["filters"].shape[2], convs[-1]["filters"].shape[-1]
-        per_channel = _per_channel(average)
+        own = average
         if fusion:  # a fused net's meta is its flow net's: averageImage = cat(3, flow 2L, RGB
             # 3) (cnn_ucf101_fusion.m, l. 139-141 and 187)
-            per_channel = per_channel[-3:] if tower == "rgb" else per_channel[:channels]
-        if per_channel.size != channels:
-            raise WeightsError(
-                f"{where}: averageImage has {per_channel.size} channel(s) "
-                f"(shape {average.shape}); conv1 takes {channels}"
-            )
-        mean = [float(v) for v in per_channel]
-        if tower == "rgb":
-            mean_note = channel_mean(average if not fusion else per_channel)[1]
-        else:
+            own = average[..., -3:] if tower == "rgb" else average[..., :channels]
+        try:
+            mean, mean_note = channel_mean(own, channels)
+        except WeightsError as exc:
+            raise WeightsError(f"{where}: {exc} (conv1 takes {channels})") from exc
+        if tower == "flow":
             mean_note = f"averageImage: {sorted({round(m, 4) for m in mean})} per flow channel"
         if tower == "flow" and (channels % 2 or channels // 2 % 2):
             raise WeightsError(
