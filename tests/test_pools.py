@@ -1,0 +1,64 @@
+"""The local worker pool (pipeline/pools.py) holds no result it has handed over: the flow
+stage's records pass through it, one video each, for the whole dataset."""
+
+import gc
+import weakref
+
+from pipeline import pools
+
+
+class Blob:
+    """A result that can be watched with a weak reference (bytes cannot)."""
+
+    def __init__(self, size: int) -> None:
+        self.data = bytes(size)
+
+
+def make_blob(size: int) -> Blob:
+    return Blob(size)
+
+
+def failing(size: int) -> Blob:
+    raise ValueError(f"no blob of {size}")
+
+
+def test_results_are_not_kept_once_handed_over():
+    watched = []
+    results = pools.run_each(make_blob, [(1 << 20,)] * 8, workers=2)
+    for _, blob in results:
+        assert isinstance(blob, Blob) and len(blob.data) == 1 << 20
+        watched.append(weakref.ref(blob))
+        del blob
+        gc.collect()
+        # every result handed over before this one is gone: neither the pool nor a future
+        # holds it (the generator holds the last one until it is asked for the next)
+        kept = [k for k, w in enumerate(watched[:-1]) if w() is not None]
+        assert not kept, f"results {kept} kept after they were handed over"
+    assert len(watched) == 8
+    del results
+    gc.collect()
+    assert watched[-1]() is None
+
+
+def test_a_failed_task_yields_its_exception_and_the_rest_still_run():
+    out = dict(pools.run_each(failing, [(3,)], workers=1))
+    assert isinstance(out[0], ValueError) and "no blob of 3" in str(out[0])
+    done = sorted(i for i, r in pools.run_each(make_blob, [(10,)] * 3, workers=2))
+    assert done == [0, 1, 2]
+
+
+def test_at_most_a_few_tasks_a_worker_are_queued(monkeypatch):
+    scheduled = []
+    real = pools.ProcessPool.schedule
+
+    def counting(self, fn, args=(), kwargs=None, timeout=None):  # noqa: ANN001
+        scheduled.append(args)
+        return real(self, fn, args=args, kwargs=kwargs or {}, timeout=timeout)
+
+    monkeypatch.setattr(pools.ProcessPool, "schedule", counting)
+    results = pools.run_each(make_blob, [(i,) for i in range(40)], workers=2)
+    first = next(results)
+    assert len(scheduled) <= pools.QUEUED_PER_WORKER * 2 + 1  # not all 40 up front
+    rest = list(results)
+    assert sorted(i for i, _ in [first, *rest]) == list(range(40)) and len(scheduled) == 40
+    assert all(len(blob.data) == i for i, blob in [first, *rest])
