@@ -392,11 +392,13 @@ def write_record(path: str | Path, serialized: bytes) -> None:
     write_records(path, [serialized])
 
 
-def read_records(path: str | Path) -> Iterator[bytes]:
-    """The serialised records of a TFRecord file, in order."""
+def read_records(path: str | Path | Sequence[str | Path]) -> Iterator[bytes]:
+    """The serialised records of a TFRecord file, or of several files one after the other, in
+    order (one reader for all of them)."""
     import tensorflow as tf
 
-    for record in tf.data.TFRecordDataset(str(path)):
+    paths = [str(path)] if isinstance(path, (str, Path)) else [str(p) for p in path]
+    for record in tf.data.TFRecordDataset(paths):
         yield record.numpy()
 
 

@@ -84,13 +84,12 @@ def write_shards(
     shards, first = [], []
 
     def copied(group: list[dict]) -> Iterator[bytes]:
-        for row in group:
-            for serialized in contracts.read_records(
-                contracts.record_path(row["video_id"], videos_dir)
-            ):
-                if not first:
-                    first.append(contracts.decode_record(serialized))
-                yield serialized  # copied as is: no decode, no re-encode
+        # one reader over the group's files, in order: a reader a file cost 17 ms a video
+        paths = [contracts.record_path(row["video_id"], videos_dir) for row in group]
+        for serialized in contracts.read_records(paths):
+            if not first:
+                first.append(contracts.decode_record(serialized))
+            yield serialized  # copied as is: no decode, no re-encode
 
     for split, groups in plan.items():
         for i, group in enumerate(groups):
