@@ -725,11 +725,12 @@ def ingest(
             "fix or remove those files, or raise data.max_rejected_fraction"
         )
     problems = []
+    usable = {r["label"] for r in rows}  # one pass: a pass a class was O(classes x videos)
+    trainable = {r["label"] for r in rows if r["split"] == "train"}
     for label, name in enumerate(classes):
-        mine = [r for r in rows if r["label"] == label]
-        if not mine:
+        if label not in usable:
             problems.append(f"class {name!r} has no usable videos")
-        elif not any(r["split"] == "train" for r in mine):
+        elif label not in trainable:
             problems.append(f"class {name!r} has no usable training videos")
     for split in ("train", "test"):
         if not any(r["split"] == split for r in rows):
