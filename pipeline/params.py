@@ -120,6 +120,14 @@ MAX_COLORS = 6
 """Most object colours the synthetic dataset can draw at one grey level and still tell apart."""
 
 
+UCF101_CLASSES = 101
+"""Classes of the UCF101-shaped synthetic set (``synthetic.ucf101_like``), as UCF101's."""
+
+UCF101_LIKE_MIN = 3 * UCF101_CLASSES
+"""Fewest videos of a UCF101-shaped set: three groups of one clip a class (each split then
+tests one group and trains on two)."""
+
+
 class PipelineError(RuntimeError):
     """A stage cannot go on; the message says why and what to change. Stages exit with it."""
 
@@ -147,6 +155,7 @@ class SyntheticParams(_Section, name="synthetic"):
     frames: int = field(metadata=_between(2, 10_000))
     size: int = field(metadata=_between(32, 1024))
     test_fraction: float = field(metadata=_between(0.0, 0.9))
+    ucf101_like: int | None = field(metadata=_between(UCF101_LIKE_MIN, 1_000_000))
     out: str
 
     def motion_names(self) -> list[str]:

@@ -17,6 +17,7 @@ Run: ``python -m pipeline.synthesize`` (reads ``synthetic.*`` from ``params.yaml
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from dataclasses import dataclass
@@ -26,7 +27,17 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.params import MAX_COLORS, PipelineError, SyntheticParams, load_params
+from pipeline.params import (
+    MAX_COLORS,
+    MOTIONS,
+    ORDER_MOTIONS,
+    UCF101_CLASSES,
+    UCF101_LIKE_MIN,
+    PipelineError,
+    SyntheticParams,
+    load_params,
+)
+from pipeline.pools import run_each, worker_count
 
 GREY = 150
 """Grey level (OpenCV's BGR->GRAY) of every object colour."""
@@ -132,9 +143,16 @@ class _Object:
         return np.array([*b[:, :2].min(0), *b[:, 2:].max(0)])
 
 
-def _shape(rng: np.random.Generator) -> np.ndarray:
-    """A random unit outline: ellipse, rectangle, triangle or diamond, stretched and rotated."""
-    kind = rng.integers(4)
+SHAPE_NAMES = {"Disc": 0, "Box": 1, "Triangle": 2}
+"""The mover's outline in a class of the UCF101-shaped set: :func:`_shape`'s kind (its kinds 1
+and 3, a rectangle and a diamond, are the same four-sided outline once rotated at random)."""
+
+
+def _shape(rng: np.random.Generator, kind: int | None = None) -> np.ndarray:
+    """A unit outline, stretched and rotated at random: ellipse, rectangle, triangle or diamond
+    (``kind`` 0..3; None: drawn at random, and the draw is made either way)."""
+    drawn = rng.integers(4)
+    kind = drawn if kind is None else kind
     if kind == 0:
         a = np.linspace(0, 2 * np.pi, 48, endpoint=False)
         pts = np.stack([np.cos(a), np.sin(a)], 1)
@@ -148,8 +166,15 @@ def _shape(rng: np.random.Generator) -> np.ndarray:
     return pts @ rot.T
 
 
-def _layout(rng: np.random.Generator, p: SyntheticParams, mover: int, motion: str) -> list[_Object]:
-    """Place one object of each colour, the mover first, so that no two swept boxes touch."""
+def _layout(
+    rng: np.random.Generator,
+    p: SyntheticParams,
+    mover: int,
+    motion: str,
+    shape: int | None = None,
+) -> list[_Object]:
+    """Place one object of each colour, the mover first (its outline of kind ``shape`` if one
+    is given), so that no two swept boxes touch."""
     size, frames = p.size, p.frames
     travel = 0.35 * size  # the mover never travels more than this in a video
     order = [mover] + [k for k in range(p.colors) if k != mover]
@@ -171,7 +196,7 @@ def _layout(rng: np.random.Generator, p: SyntheticParams, mover: int, motion: st
                     speed = min(rng.uniform(0.6, 1.0), travel / max(frames - 1, 1))
                 obj = _Object(
                     color=PALETTE[PALETTE_NAMES[k]],
-                    polygon=_shape(rng),
+                    polygon=_shape(rng, shape if moving else None),
                     center=rng.uniform(0, size, 2),
                     radius=radius,
                     motion=motion if moving else None,
@@ -212,14 +237,17 @@ def render_video(p: SyntheticParams, label: int, index: int) -> np.ndarray:
     return render(p, mover, names[motion], [p.seed, label, index])
 
 
-def render(p: SyntheticParams, mover: int, motion: str, seed: list[int]) -> np.ndarray:
-    """Frames (F, H, W, 3) of a video whose object of colour ``mover`` does ``motion``, the
-    scene drawn from ``seed``. ``downup`` is the ``updown`` video of the same seed with its
-    frames rolled by half: down from the top, then up (``params.ORDER_MOTIONS``)."""
+def render(
+    p: SyntheticParams, mover: int, motion: str, seed: list[int], shape: int | None = None
+) -> np.ndarray:
+    """Frames (F, H, W, 3) of a video whose object of colour ``mover`` does ``motion`` (with an
+    outline of kind ``shape``, or a random one), the scene drawn from ``seed``. ``downup`` is
+    the ``updown`` video of the same seed with its frames rolled by half: down from the top,
+    then up (``params.ORDER_MOTIONS``)."""
     if motion == "downup":
-        return np.roll(render(p, mover, "updown", seed), -(p.frames // 2), axis=0)
+        return np.roll(render(p, mover, "updown", seed, shape), -(p.frames // 2), axis=0)
     rng = np.random.default_rng(seed)
-    objects = _layout(rng, p, mover, motion)
+    objects = _layout(rng, p, mover, motion, shape)
     s = SUPERSAMPLE
     background = cv2.resize(
         _texture(rng, p.size), (p.size * s, p.size * s), interpolation=cv2.INTER_NEAREST
@@ -270,34 +298,138 @@ def _preview(samples: list[tuple[str, np.ndarray]], path: Path, zoom: int = 3) -
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
 
 
+UCF101_GROUPS = 25
+"""Groups a class in UCF101 (``gXX``: one actor and scene each); fewer below 10,100 videos."""
+
+UCF101_TEST_GROUPS = 7
+"""Test groups of one of UCF101's three splits at 25 groups: split N tests groups 7N-6 .. 7N."""
+
+
+def ucf101_classes() -> list[tuple[str, int, str, int]]:
+    """The classes of the UCF101-shaped set in label order, as ``(name, colour, motion,
+    shape)``: the mover's colour varies fastest, then its motion (the five of ``MOTIONS``, then
+    ``updown``, ``downup``), then its outline (:data:`SHAPE_NAMES`): ``RedUpDisc,
+    GreenUpDisc, ..., MagentaDownUpDisc, RedUpBox, ...``; the first 101 of the 126.
+
+    >>> [c[0] for c in ucf101_classes()[:2]], len(ucf101_classes())
+    (['RedUpDisc', 'GreenUpDisc'], 101)
+    """
+    out = []
+    for shape, kind in SHAPE_NAMES.items():
+        for m in (*MOTIONS, *ORDER_MOTIONS):
+            for c, colour in enumerate(PALETTE_NAMES):
+                name = f"{colour.capitalize()}{MOTION_NAMES.get(m, m.capitalize())}{shape}"
+                out.append((name, c, m, kind))
+    return out[:UCF101_CLASSES]
+
+
+def ucf101_plan(videos: int, seed: int) -> tuple[np.ndarray, int]:
+    """Clips per (class, group) of a UCF101-shaped set of ``videos`` videos, an int array
+    (101, G) that sums to ``videos``, and ``k``, the test groups of one split (split N tests
+    groups ``(N-1)k+1 .. Nk``).
+
+    G is UCF101's 25 from 10,100 videos up (4-7 clips a group, as UCF101's 13,320 have), and
+    fewer below (``videos // 404``, at least 3), so that every group holds at least one clip;
+    ``k`` is ``round(G * 7 / 25)``, UCF101's 7 at 25 groups. The clips are apportioned to the
+    groups in proportion to a seeded draw (largest remainders), so the total is exact.
+    """
+    c = UCF101_CLASSES
+    if videos < UCF101_LIKE_MIN:
+        raise PipelineError(
+            f"synthetic.ucf101_like: {videos} videos cannot give each of {c} classes three "
+            f"groups; allowed: at least {UCF101_LIKE_MIN}"
+        )
+    groups = min(UCF101_GROUPS, max(3, videos // (4 * c)))
+    rng = np.random.default_rng([seed, videos])
+    weight = rng.integers(3, 7, (c, groups))  # a group of 4..7 clips: 1 + 3..6
+    rest = videos - c * groups
+    share = weight * (rest / weight.sum())
+    extra = np.floor(share).astype(int)
+    left = rest - int(extra.sum())
+    extra.flat[np.argsort(-(share - extra).ravel(), kind="stable")[:left]] += 1
+    return 1 + extra, max(1, round(groups * UCF101_TEST_GROUPS / UCF101_GROUPS))
+
+
+@dataclass(frozen=True)
+class _Video:
+    rel: str  # <Class>/v_<Class>_gXX_cYY.avi
+    label: int  # 0-based
+    group: int  # 0-based
+    colour: int
+    motion: str
+    shape: int | None
+    seed: tuple[int, ...]
+
+
+def _plan(p: SyntheticParams) -> tuple[list[str], list[_Video], dict[int, range]]:
+    """The classes, the videos and each split's test groups of the dataset ``p`` asks for."""
+    if p.ucf101_like is None:
+        names, motions = class_names(p), p.motion_names()
+        digits = max(2, len(str(p.videos_per_class)))
+        videos = []
+        for label, name in enumerate(names):
+            mover, motion = divmod(label, len(motions))
+            for i in range(p.videos_per_class):
+                rel = f"{name}/v_{name}_g{i + 1:0{digits}d}_c01.avi"
+                videos.append(
+                    _Video(rel, label, i, mover, motions[motion], None, (p.seed, label, i))
+                )
+        return names, videos, {1: range(round(p.videos_per_class * p.test_fraction))}
+    classes = ucf101_classes()
+    counts, k = ucf101_plan(p.ucf101_like, p.seed)
+    videos = [
+        _Video(
+            f"{name}/v_{name}_g{g + 1:02d}_c{clip + 1:02d}.avi",
+            label,
+            g,
+            colour,
+            motion,
+            shape,
+            (p.seed, label, g, clip),
+        )
+        for label, (name, colour, motion, shape) in enumerate(classes)
+        for g in range(counts.shape[1])
+        for clip in range(counts[label, g])
+    ]
+    return [c[0] for c in classes], videos, {s: range((s - 1) * k, s * k) for s in (1, 2, 3)}
+
+
+def _frames(scene: SyntheticParams, v: _Video) -> np.ndarray:
+    return render(scene, v.colour, v.motion, list(v.seed), v.shape)
+
+
+def _write_one(scene: SyntheticParams, v: _Video, path: Path) -> None:
+    """Render and write one video (in a worker process)."""
+    write_video(path, _frames(scene, v))
+
+
 def synthesize(p: SyntheticParams, out: Path) -> None:
-    """Write the whole dataset to ``out`` (replaced atomically: a killed run leaves no half)."""
-    names = class_names(p)
-    n_test = round(p.videos_per_class * p.test_fraction)
-    digits = max(2, len(str(p.videos_per_class)))
+    """Write the whole dataset to ``out`` (replaced atomically: a killed run leaves no half),
+    the videos rendered in one worker process per core."""
+    names, videos, splits = _plan(p)
+    scene = p if p.ucf101_like is None else dataclasses.replace(p, colors=MAX_COLORS)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    train, test, samples = [], [], []
-    with tqdm(total=len(names) * p.videos_per_class, desc="synthesize", unit="video") as bar:
-        for label, name in enumerate(names):
-            (tmp / name).mkdir()
-            for index in range(p.videos_per_class):
-                rel = f"{name}/v_{name}_g{index + 1:0{digits}d}_c01.avi"
-                frames = render_video(p, label, index)
-                write_video(tmp / rel, frames)
-                if index == 0:
-                    samples.append((name, frames))
-                (test if index < n_test else train).append(f"{rel} {label + 1}")
-                bar.update()
-    lists = {
-        "classInd.txt": [f"{i + 1} {n}" for i, n in enumerate(names)],
-        "trainlist01.txt": train,
-        "testlist01.txt": [line.split()[0] for line in test],
-    }
+    for name in names:
+        (tmp / name).mkdir()
+    args = [(scene, v, tmp / v.rel) for v in videos]
+    with tqdm(total=len(videos), desc="synthesize", unit="video", mininterval=2.0) as bar:
+        for _, result in run_each(_write_one, args, worker_count(0, len(args))):
+            if isinstance(result, Exception):
+                raise result
+            bar.update()
+    lists = {"classInd.txt": [f"{i + 1} {n}" for i, n in enumerate(names)]}
+    for s, test in splits.items():
+        lists[f"trainlist{s:02d}.txt"] = [
+            f"{v.rel} {v.label + 1}" for v in videos if v.group not in test
+        ]
+        lists[f"testlist{s:02d}.txt"] = [v.rel for v in videos if v.group in test]
     for name, lines in lists.items():
         (tmp / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    _preview(samples, tmp / "preview.png")
+    first = {v.label: v for v in reversed(videos)}  # each class's first video
+    samples = [(names[k], _frames(scene, first[k])) for k in sorted(first)]
+    _preview(samples, tmp / "preview.png", zoom=3 if len(names) <= 30 else 1)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
 
@@ -308,10 +440,11 @@ def main() -> None:
         synthesize(p, Path(p.out))
     except PipelineError as exc:
         sys.exit(f"synthesize: {exc}")
-    print(
-        f"synthesize: wrote {p.out} ({p.colors} colours x {len(p.motion_names())} motions x "
-        f"{p.videos_per_class} videos; look at {p.out}/preview.png)"
-    )
+    if p.ucf101_like is None:
+        what = f"{p.colors} colours x {len(p.motion_names())} motions x {p.videos_per_class} videos"
+    else:
+        what = f"UCF101-shaped: {p.ucf101_like} videos of {UCF101_CLASSES} classes, 3 splits"
+    print(f"synthesize: wrote {p.out} ({what}; look at {p.out}/preview.png)")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,21 @@
 import dataclasses
+import re
 
 import cv2
 import numpy as np
 import pytest
 
-from pipeline.params import MOTIONS, ParamsError, parse_params
+from pipeline.params import MOTIONS, ParamsError, PipelineError, parse_params
 from pipeline.synthesize import (
     PALETTE,
     PALETTE_NAMES,
+    _shape,
     class_names,
     render,
     render_video,
     synthesize,
+    ucf101_classes,
+    ucf101_plan,
 )
 
 
@@ -143,4 +147,70 @@ def test_order_motions_differ_only_in_their_order(raw_params):
 def test_bad_motions_are_refused(raw_params, motions):
     raw_params["synthetic"]["motions"] = motions
     with pytest.raises(ParamsError, match="synthetic.motions"):
+        parse_params(raw_params)
+
+
+def test_ucf101_plan_has_ucf101s_shape_at_its_size():
+    counts, k = ucf101_plan(13320, 0)
+    assert counts.shape == (101, 25) and counts.sum() == 13320 and k == 7
+    assert counts.min() >= 4 and counts.max() <= 7  # UCF101's 4-7 clips a group
+    for videos in (303, 1000, 4000, 20000):
+        counts, k = ucf101_plan(videos, 1)
+        assert counts.sum() == videos and counts.min() >= 1
+        assert k >= 1 and 3 * k <= counts.shape[1]  # three disjoint test sets, training left
+    np.testing.assert_array_equal(ucf101_plan(4000, 3)[0], ucf101_plan(4000, 3)[0])
+    with pytest.raises(PipelineError, match="at least 303"):
+        ucf101_plan(302, 0)
+
+
+def test_ucf101_like_classes_are_colour_motion_and_shape():
+    classes = ucf101_classes()
+    assert len(classes) == 101 and len({c[0] for c in classes}) == 101
+    assert classes[0] == ("RedUpDisc", 0, "up", 0) and classes[-1][0].endswith("Triangle")
+    assert {c[2] for c in classes} == set(MOTIONS) | {"updown", "downup"}
+    for kind, corners in ((0, 48), (1, 4), (2, 3)):
+        rng = np.random.default_rng(0)
+        assert len(_shape(rng, kind)) == corners
+
+
+def test_ucf101_like_set_is_read_as_ucf101(raw_params, tmp_path):
+    from pipeline.ingest import list_ucf101
+
+    out = tmp_path / "ucf"
+    raw_params["synthetic"].update(ucf101_like=404, frames=4, size=64, out=str(out))
+    p = parse_params(raw_params)
+    synthesize(p.synthetic, out)
+    names = [c[0] for c in ucf101_classes()]
+    assert (out / "classInd.txt").read_text().splitlines() == [
+        f"{i + 1} {n}" for i, n in enumerate(names)
+    ]
+    videos = sorted(str(v.relative_to(out)) for v in out.glob("*/*.avi"))
+    assert len(videos) == 404
+    for rel in videos:
+        folder, name = rel.split("/")
+        assert re.fullmatch(rf"v_{folder}_g0[1-4]_c0[1-9]\.avi", name), rel
+    k = 1  # round(4 groups * 7 / 25)
+    for split in (1, 2, 3):
+        train = [
+            line.split() for line in (out / f"trainlist{split:02d}.txt").read_text().splitlines()
+        ]
+        test = (out / f"testlist{split:02d}.txt").read_text().splitlines()
+        assert sorted([rel for rel, _ in train] + test) == videos
+        assert {int(re.search(r"_g(\d+)_", t).group(1)) for t in test} == {split * k}
+        assert all(names[int(label) - 1] == rel.split("/")[0] for rel, label in train)
+        data = dataclasses.replace(p.data, root=str(out), lists=str(out), split=split)
+        classes, found, missing = list_ucf101(data)
+        assert classes == names and missing == [] and len(found) == 404
+        assert {c.split for c in found if c.group.endswith(f"/g{split}")} == {"test"}
+    label = names.index("GreenShakeBox")
+    _, colour, motion, shape = ucf101_classes()[label]
+    scene = dataclasses.replace(p.synthetic, colors=6)
+    decoded = _decode(out / "GreenShakeBox" / "v_GreenShakeBox_g02_c01.avi")
+    np.testing.assert_array_equal(decoded, render(scene, colour, motion, [0, label, 1, 0], shape))
+    assert (out / "preview.png").stat().st_size > 0
+
+
+def test_ucf101_like_below_its_smallest_size_is_refused(raw_params):
+    raw_params["synthetic"]["ucf101_like"] = 300
+    with pytest.raises(ParamsError, match=r"synthetic.ucf101_like: got 300; allowed: .*303"):
         parse_params(raw_params)
