@@ -5,6 +5,7 @@
     python -m pipeline.bench train [--steps 20] [-S key=value ...]
     python -m pipeline.bench tvl1 [--pairs 8]
     python -m pipeline.bench rawframes [--videos 8] [--frames 100]
+    python -m pipeline.bench scale [--videos 1000,4000,13320] [--upto STAGE] [--keep DIR]
 
 ``flow``: on the same 320×240 videos, frame pairs per second of (1) a bare
 ``DualTVL1OpticalFlow.calc`` loop on one core over frames decoded beforehand, (2) the flow stage
@@ -29,6 +30,11 @@ OpenCV on all cores (one process per core), and the keras engine (``pipeline.tvl
 of ``flow.batch`` pairs, after compiling) under every installed Keras backend, each in its own
 process, on whatever device that backend sees (a GPU when there is one). Ends with
 ``keras tvl1 speedup vs one opencv core: X.X (device)`` for the fastest keras run.
+
+``scale``: every stage through ``dvc repro`` on UCF101-shaped synthetic sets of growing size,
+each in a fresh DVC project: wall seconds, seconds per video and peak memory per stage and
+size, then ``dvc status`` and a no-op ``dvc repro`` (``pipeline/bench_scale.py``). Ends with
+``scale: worst per-video growth X.XX (stage S), ...``.
 
 ``rawframes``: the cost of importing a denseflow frame tree (``data.layout: rawframes``) at
 340×256: folders per second through ingest's probe (every image decoded), and frame pairs per
@@ -496,8 +502,23 @@ def main(argv: list[str] | None = None) -> None:
     raw = sub.add_parser("rawframes", help="importing a denseflow tree: probe and records")
     raw.add_argument("--videos", type=int, default=8)
     raw.add_argument("--frames", type=int, default=100)
+    scale = sub.add_parser("scale", help="every stage at growing dataset sizes, through DVC")
+    scale.add_argument(
+        "--videos",
+        type=lambda t: [int(x) for x in t.split(",")],
+        default=[1000, 4000, 13320],
+        help="comma-separated sizes (each at least 303: three groups a class)",
+    )
+    scale.add_argument("--keep", metavar="DIR", help="keep the projects in DIR")
+    scale.add_argument(
+        "--upto", metavar="STAGE", default="report", help="run the stages up to this one"
+    )
     args = parser.parse_args(argv)
-    if args.what == "rawframes":
+    if args.what == "scale":
+        from pipeline.bench_scale import bench_scale
+
+        bench_scale(args.videos, args.keep, args.upto)
+    elif args.what == "rawframes":
         bench_rawframes(args.videos, args.frames)
     elif args.what == "tvl1":
         bench_tvl1(args.pairs)
