@@ -97,7 +97,8 @@ def run_each(
             done, _ = concurrent.futures.wait(
                 pending, return_when=concurrent.futures.FIRST_COMPLETED
             )
-            for future in done:
+            while done:  # popped, so that no finished future (and its result) stays in `done`
+                future = done.pop()
                 i = pending.pop(future)
                 try:
                     result = future.result()

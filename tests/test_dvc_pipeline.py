@@ -282,7 +282,7 @@ def folder_project(tmp_path_factory):
     videos = dst / "videos"
     look = SyntheticParams(
         seed=3, colors=2, motions=2, videos_per_class=4, frames=12, size=32,
-        test_fraction=0.25, out="unused",
+        test_fraction=0.25, out="unused", ucf101_like=None,
     )  # fmt: skip
     for label, name in enumerate(CLASSES):
         (videos / name).mkdir(parents=True)

@@ -24,20 +24,22 @@ def failing(size: int) -> Blob:
 
 def test_results_are_not_kept_once_handed_over():
     watched = []
-    results = pools.run_each(make_blob, [(1 << 20,)] * 8, workers=2)
+    results = pools.run_each(make_blob, [(1 << 20,)] * 24, workers=2)
     for _, blob in results:
         assert isinstance(blob, Blob) and len(blob.data) == 1 << 20
         watched.append(weakref.ref(blob))
         del blob
         gc.collect()
-        # every result handed over before this one is gone: neither the pool nor a future
-        # holds it (the generator holds the last one until it is asked for the next)
+        # no result handed over before this one is held by run_each or a future it keeps. One
+        # may be held by pebble: its scheduler thread keeps the task it scheduled last (and
+        # with it that task's future and result) in a local until it schedules the next, so
+        # the last one scheduled can finish, be handed over, and still be alive for a while.
         kept = [k for k, w in enumerate(watched[:-1]) if w() is not None]
-        assert not kept, f"results {kept} kept after they were handed over"
-    assert len(watched) == 8
+        assert len(kept) <= 1, f"results {kept} kept after they were handed over"
+    assert len(watched) == 24
     del results
     gc.collect()
-    assert watched[-1]() is None
+    assert [k for k, w in enumerate(watched) if w() is not None] == []
 
 
 def test_a_failed_task_yields_its_exception_and_the_rest_still_run():
