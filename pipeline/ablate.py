@@ -119,6 +119,11 @@ METRICS = ("rgb", "flow", "late", "fusion")
 POLL_S = 10.0
 
 
+PARAMS_BACKUP = contracts.LOCKS_DIR / "ablate-params.yaml"
+"""The user's params.yaml while a row's params are in the workspace (``dvc exp run -S``
+writes them there): a run killed then leaves it, and the next run puts it back first."""
+
+
 class AblateError(PipelineError):
     """The ablation cannot go on; the message says why and what to do."""
 
@@ -341,6 +346,7 @@ def run_table(table: str, entries: list[dict], jobs: int, original: str) -> dict
             todo.append(entry)
     lead_row = next(iter(TABLES[table]))
     status, queued = queue_status(), []
+    contracts.write_text(PARAMS_BACKUP, original)  # the next run restores it, if this one dies
     try:
         for seed in sorted({e["seed"] for e in todo}):
             lead = next(e for e in entries if e["seed"] == seed and e["row"] == lead_row)
@@ -370,6 +376,7 @@ def run_table(table: str, entries: list[dict], jobs: int, original: str) -> dict
                 )  # fmt: skip
     finally:
         contracts.write_text(PARAMS_FILE, original)
+        PARAMS_BACKUP.unlink(missing_ok=True)
     if queued:
         _dvc("queue", "start", "-j", str(jobs))
         wait(set(queued))
@@ -545,6 +552,9 @@ def ablate(
     start = time.monotonic()
     if not Path(".git").exists() or not Path("dvc.yaml").exists():
         raise AblateError("run from the project's root (a git repository with dvc.yaml)")
+    if PARAMS_BACKUP.exists():  # a run killed while a row's params were in the workspace
+        contracts.write_text(PARAMS_FILE, PARAMS_BACKUP.read_text(encoding="utf-8"))
+        print(f"ablate: a killed run left an experiment's {PARAMS_FILE}: yours is back")
     original = Path(PARAMS_FILE).read_text(encoding="utf-8")
     base = yaml.safe_load(original)
     rows = rows or list(TABLES[table])
@@ -592,7 +602,8 @@ def main(argv: list[str] | None = None) -> None:
             raise AblateError("-j and --seeds must be at least 1")
         extra = dict(parse_override(s) for s in args.set)
         rows = args.rows.split(",") if args.rows else None
-        text = ablate(args.table, args.data, args.jobs, args.seeds, extra, rows)
+        with contracts.stage_lock("ablate"), contracts.disk_full_guard(REPORTS_DIR):
+            text = ablate(args.table, args.data, args.jobs, args.seeds, extra, rows)
     except PipelineError as exc:
         sys.exit(f"ablate: {exc}")
     print(text, end="")

@@ -47,9 +47,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
+import shutil
+import socket
+import sys
+import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -97,6 +103,137 @@ def require(path: str | Path, stage: str) -> None:
         )
 
 
+# ---- faults: a full disk, a damaged file, a second run ------------------------------------
+
+
+class DiskFullError(PipelineError):
+    """A write found no space left on its device. The message names the path, the space free
+    there and the space needed, and says that what is finished is kept."""
+
+    def __init__(self, path: str | Path, needs: str = "") -> None:
+        path = str(path)
+        while path.endswith(TEMP_MARK):  # the file it was writing, not its temporary name
+            path = path.removesuffix(TEMP_MARK)
+        self.path, self.needs = path, needs
+        free = free_bytes(path)
+        where = f"{size_text(free)} free there" if free is not None else "its free space unknown"
+        super().__init__(
+            f"no space left on the device of {path} ({where}{'; ' if needs else ''}{needs}): "
+            "free some space, or move the project to a larger disk, and run it again; what is "
+            "already written whole is kept"
+        )
+
+
+class DamagedInputError(PipelineError):
+    """A file a stage reads is there but is not what its writer wrote: cut short, bytes
+    changed, or not its format. The message names the file, what is wrong and what to run;
+    ``path`` and ``what`` hold the first two."""
+
+    def __init__(self, message: str, path: str | Path = "", what: str = "") -> None:
+        super().__init__(message)
+        self.path, self.what = str(path), what
+
+
+def size_text(n: int | None) -> str:
+    """``n`` bytes in words: 345 bytes, 12 kB, 3.4 MB, 5.6 GB."""
+    n = n or 0
+    if n < 2**10:
+        return f"{n:.0f} bytes"
+    if n < 2**20:
+        return f"{n / 2**10:.0f} kB"
+    return f"{n / 2**20:.1f} MB" if n < 2**30 else f"{n / 2**30:.1f} GB"
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Free bytes on the filesystem of ``path`` (its nearest existing parent); None for URLs."""
+    if _is_url(str(path)):
+        return None
+    here = Path(path).absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    return shutil.disk_usage(here).free
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the user's quota) is full: an ``OSError`` of ENOSPC or
+    EDQUOT, or the same reported by TensorFlow, h5py or zipfile in words."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+@contextlib.contextmanager
+def disk_full_guard(path: str | Path, needs: str = "") -> Iterator[None]:
+    """Turn a full disk met inside the block into :class:`DiskFullError` naming the file the
+    error names (an ``OSError``'s ``filename``), or else ``path``; ``needs`` says how much
+    space the rest of the work needs."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFullError(getattr(exc, "filename", None) or path, needs) from exc
+
+
+def damaged(path: str | Path, what: str, fix: str) -> DamagedInputError:
+    """The error for a damaged ``path``: what is wrong with it and the command that fixes it."""
+    return DamagedInputError(f"{path} is damaged ({what}): {fix}", path, what)
+
+
+def dvc_fix(path: str | Path, stage: str) -> str:
+    """What to run for a damaged output of ``stage`` that DVC caches."""
+    return f"restore it with `dvc checkout {path}`, or make it again with `dvc repro -f {stage}`"
+
+
+class StageLockedError(PipelineError):
+    """Another run of the same stage (or tool) holds its lock in this project."""
+
+
+LOCKS_DIR = Path(".locks")
+"""Each stage's and tool's own lock file, ``.locks/<name>.lock`` (git-ignored): it holds the
+process that has it, for the message a second run gets."""
+
+
+@contextlib.contextmanager
+def stage_lock(name: str, locks_dir: str | Path = LOCKS_DIR) -> Iterator[None]:
+    """Hold ``<locks_dir>/<name>.lock`` for the block, or raise :class:`StageLockedError`
+    naming the process that holds it. The lock is the kernel's (``flock``): a killed run
+    releases it, so a stale file never blocks the next run. ``dvc repro`` has a lock of its own
+    (a second one is refused by DVC); this one guards stages and tools run by hand."""
+    import fcntl
+
+    path = Path(locks_dir) / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open for the whole block)
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "a process that has not written its name yet"
+            raise StageLockedError(
+                f"another {name} run is working in this project: {holder} holds {path}. "
+                "Wait for it to finish, or stop it (kill PID) and run this again; two runs "
+                "would write the same files"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        command = ["-m", spec.name, *sys.argv[1:]] if spec else sys.argv
+        f.write(
+            f"pid {os.getpid()} on {socket.gethostname()}, started {started}: "
+            f"{' '.join(['python', *command])}\n"
+        )
+        f.flush()
+        yield
+    finally:
+        f.close()  # closing releases the lock
+
+
 # ---- atomic writes -------------------------------------------------------------------------
 
 TEMP_MARK = ".tmp"
@@ -132,10 +269,34 @@ def _exists(path: str) -> bool:
     return os.path.exists(path)
 
 
+def _size(path: str) -> int:
+    with contextlib.suppress(Exception):
+        if _is_url(path):
+            import tensorflow as tf
+
+            return tf.io.gfile.stat(path).length
+        return os.path.getsize(path)
+    return 0
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(Exception):  # the error that got us here is the one to see
+        if _is_url(path):
+            import tensorflow as tf
+
+            tf.io.gfile.remove(path)
+        else:
+            os.remove(path)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[str]:
+def atomic_path(
+    path: str | Path, keep_suffix: bool = False, size: int | None = None
+) -> Iterator[str]:
     """A temporary name beside ``path`` to write to; moved over ``path`` in one rename when the
-    block ends, removed when it raises. Local paths and ``tf.io.gfile`` URLs alike.
+    block ends, removed when it raises. Local paths and ``tf.io.gfile`` URLs alike. A full
+    disk raises :class:`DiskFullError` naming ``path`` and the space it needs: ``size``
+    (the bytes the writer will write, where it knows them), or more than it had written.
 
     >>> with atomic_path("out.json") as tmp:  # doctest: +SKIP
     ...     Path(tmp).write_text("{}")
@@ -144,21 +305,27 @@ def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[str]:
     tmp = temporary_name(path, keep_suffix)
     try:
         yield tmp
-    except BaseException:
-        with contextlib.suppress(Exception):  # the error that got us here is the one to see
-            if _is_url(tmp):
-                import tensorflow as tf
-
-                tf.io.gfile.remove(tmp)
-            else:
-                os.remove(tmp)
+    except BaseException as exc:
+        written = _size(tmp)
+        _remove(tmp)
+        if isinstance(exc, Exception) and not isinstance(exc, DiskFullError) and is_disk_full(exc):
+            needs = (
+                f"this file needs {size_text(size)}"
+                if size
+                else (f"this file needs more than the {size_text(written)} written of it")
+            )
+            raise DiskFullError(path, needs) from exc
         raise
-    if _is_url(path):
-        import tensorflow as tf
+    try:
+        if _is_url(path):
+            import tensorflow as tf
 
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    else:
-        os.replace(tmp, path)
+            tf.io.gfile.rename(tmp, path, overwrite=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
 
 
 @contextlib.contextmanager
@@ -171,8 +338,13 @@ def atomic_paths(*paths: str | Path) -> Iterator[list[str]]:
 
 def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path, size=len(data)) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def write_json(path: str | Path, data: object) -> None:
@@ -181,10 +353,11 @@ def write_json(path: str | Path, data: object) -> None:
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     """A CSV table (UTF-8, quoted where needed) written atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
 
 
 def read_csv(path: str | Path) -> list[dict]:
@@ -378,18 +551,19 @@ def parse_record(serialized: Any) -> dict:
     return {**context, **lists}
 
 
-def write_records(path: str | Path, serialized: Iterable[bytes]) -> None:
-    """A TFRecord file of ``serialized`` records, written atomically (``gs://`` too)."""
+def write_records(path: str | Path, serialized: Iterable[bytes], size: int | None = None) -> None:
+    """A TFRecord file of ``serialized`` records, written atomically (``gs://`` too); ``size``:
+    its bytes where known (what a full disk's message says it needs)."""
     import tensorflow as tf
 
-    with atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
+    with atomic_path(path, size=size) as tmp, tf.io.TFRecordWriter(tmp) as writer:
         for record in serialized:
             writer.write(record)
 
 
 def write_record(path: str | Path, serialized: bytes) -> None:
     """Write one record to ``path`` atomically: a temporary name, then a rename."""
-    write_records(path, [serialized])
+    write_records(path, [serialized], len(serialized) + 16)  # 16: TFRecord's length and CRCs
 
 
 def read_records(path: str | Path | Sequence[str | Path]) -> Iterator[bytes]:
@@ -400,6 +574,44 @@ def read_records(path: str | Path | Sequence[str | Path]) -> Iterator[bytes]:
     paths = [str(path)] if isinstance(path, (str, Path)) else [str(p) for p in path]
     for record in tf.data.TFRecordDataset(paths):
         yield record.numpy()
+
+
+FLOW_FIX = "remove it and run the flow stage again, which computes it anew (dvc repro flow)"
+
+
+def _one_record(path: str) -> bytes:
+    """The one record of a per-video file, its CRCs checked; ``ValueError`` saying what is
+    wrong otherwise. (``tf_record_iterator``: about 0.1 ms a file, a ``tf.data`` reader 17.)"""
+    import tensorflow as tf
+
+    try:
+        records = list(tf.compat.v1.io.tf_record_iterator(path))
+    except tf.errors.DataLossError as exc:
+        raise ValueError(f"cut short or changed: {exc.message}") from exc
+    if len(records) != 1:
+        raise ValueError(f"{len(records)} records where the flow stage writes one")
+    return records[0]
+
+
+def read_record_file(path: str | Path) -> bytes:
+    """The one record of a per-video file; :class:`DamagedInputError` naming the file when it
+    is cut short, has changed bytes, or holds other than one record."""
+    try:
+        return _one_record(str(path))
+    except ValueError as exc:
+        raise damaged(path, str(exc), FLOW_FIX) from exc
+
+
+def record_problem(path: str | Path, video_id: str, key: str) -> str | None:
+    """Why the per-video file ``path`` is not the whole record of ``video_id`` made under
+    cache ``key`` (cut short, changed bytes, another video's or another key's), or None."""
+    try:
+        record = decode_record(_one_record(str(path)))
+    except Exception as exc:  # noqa: BLE001 (damaged, or CRCs that pass on what does not parse)
+        return str(exc) or type(exc).__name__
+    if record.get("video_id") != video_id or record.get("cache_key") != key:
+        return f"the record of {record.get('video_id')!r} under another cache key"
+    return None
 
 
 # ---- shard: the shards and their index -----------------------------------------------------
@@ -422,17 +634,66 @@ def read_shard_index(shards_dir: str = SHARDS_DIR) -> dict:
 
     path = f"{shards_dir}/{SHARD_INDEX}"
     require(path, "shard")
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise damaged(path, f"not JSON: {exc}", dvc_fix(shards_dir, "shard")) from exc
 
 
-def shard_files(split: str, shards_dir: str = SHARDS_DIR) -> list[str]:
-    """The shard paths of ``split``, from ``index.json``."""
+def file_crc32(path: str | Path) -> int:
+    """CRC-32 (zlib) of a file, read in 1 MB blocks (``gs://`` too): about 3.7 GB/s here, four
+    times SHA-256, and enough to tell a copy cut short or with changed bytes."""
+    import tensorflow as tf
+
+    crc = 0
+    with tf.io.gfile.GFile(str(path), "rb") as f:
+        while block := f.read(1 << 20):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def check_shards(entries: Sequence[dict], shards_dir: str = SHARDS_DIR) -> None:
+    """Raise :class:`DamagedInputError` unless every shard of ``entries`` (rows of
+    ``index.json``) has the size and CRC-32 that the shard stage recorded: nothing trains or
+    is scored on a shard cut short or changed."""
+    fix = dvc_fix(shards_dir, "shard")
+    for entry in entries:
+        path = f"{shards_dir}/{entry['file']}"
+        if not _exists(path):
+            raise damaged(path, "missing, though index.json lists it", fix)
+        size = _size(path)
+        if size != entry["bytes"]:
+            cut = "cut short: " if size < entry["bytes"] else ""
+            raise damaged(path, f"{cut}{size} bytes where index.json has {entry['bytes']}", fix)
+        seen = (path, size, _mtime(path), entry.get("crc32"))
+        if "crc32" in entry and not _is_url(path) and seen not in _CHECKED:  # URLs: sizes
+            if file_crc32(path) != entry["crc32"]:
+                raise damaged(
+                    path, "its bytes changed since the shard stage wrote it (CRC-32)", fix
+                )
+            _CHECKED.add(seen)
+
+
+_CHECKED: set[tuple] = set()
+"""Shards this process has read whole and found as written (path, size, mtime, CRC): a stage
+that asks twice (training: before it builds the model, then its reader) reads them once."""
+
+
+def _mtime(path: str) -> int | None:
+    return None if _is_url(path) else os.stat(path).st_mtime_ns
+
+
+def shard_files(split: str, shards_dir: str = SHARDS_DIR, verify: bool = True) -> list[str]:
+    """The shard paths of ``split``, from ``index.json``; each checked whole (size and CRC-32,
+    :func:`check_shards`) unless ``verify`` is false."""
     index = read_shard_index(shards_dir)
-    files = [f"{shards_dir}/{s['file']}" for s in index["shards"] if s["split"] == split]
-    if not files:
+    entries = [s for s in index["shards"] if s["split"] == split]
+    if not entries:
         raise MissingInputError(f"the {split} split has no shards in {shards_dir}")
-    return files
+    if verify:
+        check_shards(entries, shards_dir)
+    return [f"{shards_dir}/{s['file']}" for s in entries]
 
 
 def count_videos(split: str, shards_dir: str = SHARDS_DIR) -> int:
@@ -456,16 +717,30 @@ def write_scores(
     path: str | Path, ids: Sequence[str], labels: np.ndarray, scores: np.ndarray
 ) -> None:
     """Per-video class scores: ``video_ids`` (V,), ``labels`` (V,), ``scores`` (V, classes)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, video_ids=np.array(ids), labels=labels, scores=scores)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(buffer.getvalue())
+    import zipfile
+
+    buffer = io.BytesIO()  # an .npz as np.savez writes it, but for the members' times: with a
+    with zipfile.ZipFile(buffer, "w") as npz:  # fixed one, the same scores give the same bytes
+        for name, array in (("video_ids", np.array(ids)), ("labels", labels), ("scores", scores)):
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with npz.open(member, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+    write_bytes(path, buffer.getvalue())
 
 
-def read_scores(path: str | Path) -> dict[str, np.ndarray]:
-    """``video_ids``, ``labels`` and ``scores`` of :func:`write_scores`."""
-    with np.load(path) as npz:
-        return {key: npz[key] for key in ("video_ids", "labels", "scores")}
+def read_scores(path: str | Path, stage: str = "") -> dict[str, np.ndarray]:
+    """``video_ids``, ``labels`` and ``scores`` of :func:`write_scores`; a file that is not
+    one raises :class:`DamagedInputError` (``stage`` made it: the fix names it)."""
+    import zipfile
+
+    try:
+        with np.load(path) as npz:
+            return {key: npz[key] for key in ("video_ids", "labels", "scores")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        fix = dvc_fix(path, stage) if stage else "make it again"
+        raise damaged(path, f"not the scores file of an evaluation: {exc}", fix) from exc
 
 
 PRETRAINED_FORMAT = "twostream-pretrained/1"
@@ -493,12 +768,15 @@ def write_pretrained(path: str | Path, layers: dict[str, list[np.ndarray]], meta
     import h5py
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    size = sum(np.asarray(a).size * 4 for arrays in layers.values() for a in arrays)
+    with atomic_path(path, size=size) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["twostream"] = json.dumps({"format": PRETRAINED_FORMAT, **meta})
         for name, arrays in layers.items():
             group = f.create_group(name)
             for i, array in enumerate(arrays):
-                group.create_dataset(str(i), data=np.asarray(array, "float32"))
+                # no object timestamps: the same weights give the same bytes (a killed
+                # import run again writes what an uninterrupted one does)
+                group.create_dataset(str(i), data=np.asarray(array, "float32"), track_times=False)
 
 
 def pretrained_meta(path: str | Path) -> dict | None:
@@ -557,10 +835,39 @@ def confusion_paths(name: str, metrics_dir: str | Path = METRICS_DIR) -> tuple[P
 def read_metrics(name: str, metrics_dir: str | Path = METRICS_DIR) -> dict:
     path = metrics_path(name, metrics_dir)
     require(path, f"evaluate_{name}")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise damaged(path, f"not JSON: {exc}", dvc_fix(path, f"evaluate_{name}")) from exc
+    if not isinstance(metrics, dict) or "top1" not in metrics:
+        raise damaged(
+            path, "JSON, but not an evaluation's metrics", dvc_fix(path, f"evaluate_{name}")
+        )
+    return metrics
+
+
+def load_model(path: str | Path, stage: str, **kwargs: Any) -> Any:
+    """``keras.saving.load_model(path, **kwargs)`` (import ``layers`` first: its custom
+    layers); a file cut short or otherwise not a Keras model raises
+    :class:`DamagedInputError` naming it and ``stage``, which made it."""
+    import zipfile
+
+    import keras
+
+    path = Path(path)
+    require(path, stage)
+    if not zipfile.is_zipfile(path):
+        raise damaged(
+            path, "not a whole .keras file (a zip archive): cut short?", dvc_fix(path, stage)
+        )
+    try:
+        return keras.saving.load_model(path, **kwargs)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise damaged(path, f"Keras cannot load it: {exc}", dvc_fix(path, stage)) from exc
 
 
 def save_figure(figure: Any, path: str | Path, dpi: int = 100) -> None:
     """A matplotlib figure as a PNG, written atomically."""
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=dpi, format="png")
+    png = io.BytesIO()
+    figure.savefig(png, dpi=dpi, format="png")
+    write_bytes(path, png.getvalue())

@@ -254,7 +254,7 @@ def evaluate(
             path = contracts.scores_path(stream, SCORES_DIR)
             if not path.exists():
                 raise EvaluateError(f"{path} not found: run evaluate_{stream} first")
-            parts.append(contracts.read_scores(path))
+            parts.append(contracts.read_scores(path, f"evaluate_{stream}"))
         if list(parts[0]["video_ids"]) != list(parts[1]["video_ids"]):
             raise EvaluateError("the rgb and flow scores cover different videos: re-run both")
         ids, labels = list(parts[0]["video_ids"]), parts[0]["labels"]
@@ -267,11 +267,11 @@ def evaluate(
     if not path.exists():
         raise EvaluateError(f"{path} not found: run train_{name} first")
     if load is None:
-        import keras
-
         import layers  # noqa: F401  (registers the custom layers)
 
-        load = keras.saving.load_model
+        def load(path: Path) -> object:
+            return contracts.load_model(path, f"train_{name}")
+
     model = load(path)
     mode = "both" if name == "fusion" else name
     ids, labels, scores, counts = score_model(model, params, mode, shards_dir)
@@ -289,7 +289,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stream", required=True, choices=NAMES)
     args = parser.parse_args(argv)
     try:
-        summary = evaluate(args.stream, load_params())
+        lock = contracts.stage_lock(f"evaluate_{args.stream}")
+        with lock, contracts.disk_full_guard(contracts.METRICS_DIR):
+            summary = evaluate(args.stream, load_params())
     except PipelineError as exc:
         sys.exit(f"evaluate {args.stream}: {exc}")
     print(

@@ -94,9 +94,10 @@ def export_rawframes(
     convention: str = "denseflow",
     shards_dir: str = contracts.SHARDS_DIR,
     classes_path: str | Path = contracts.CLASSES,
-) -> dict:
+) -> tuple[dict, int]:
     """Write the records of ``splits`` (default: every split with videos) under ``out``;
-    return what ``rawframes.json`` holds. Raises :class:`ExportError`."""
+    return what ``rawframes.json`` holds, and how many videos this run wrote (the others were
+    there already: a killed export run again). Raises :class:`ExportError`."""
     conv = CONVENTIONS[convention]
     index = contracts.read_shard_index(shards_dir)
     classes = contracts.read_classes(classes_path)
@@ -179,10 +180,9 @@ def export_rawframes(
             "data.rawframes_rounding": "round",
         },
         "flow_params": index.get("flow_params"),
-        "written": written,
     }
     contracts.write_json(meta_path, meta)
-    return meta
+    return meta, written
 
 
 def mmaction2_lines(meta: dict, split: str) -> list[str]:
@@ -207,12 +207,13 @@ def main(argv: list[str] | None = None) -> None:
     raw.add_argument("--convention", choices=sorted(CONVENTIONS), default="denseflow")
     args = parser.parse_args(argv)
     try:
-        meta = export_rawframes(Path(args.out), args.split, args.convention)
+        with contracts.stage_lock("export"), contracts.disk_full_guard(args.out):
+            meta, written = export_rawframes(Path(args.out), args.split, args.convention)
     except PipelineError as exc:
         sys.exit(f"export: {exc}")
     videos = sum(v["videos"] for v in meta["lists"].values())
     print(
-        f"export: {videos} videos ({meta['written']} written, the rest already there) to "
+        f"export: {videos} videos ({written} written, the rest already there) to "
         f"{args.out} as {meta['description']}; flow bound {meta['bound']:g}"
     )
     print(f"export: lists, classes.txt and rawframes.json in {args.out}; in mmaction2:")

@@ -204,7 +204,7 @@ def run_flow(
     settings = settings or record_settings(p, resolve_engine(p.engine))
     logged = load_cache_log(out_dir)
     entries: dict[str, dict] = {}  # the cache log rewritten at the end: current videos only
-    todo, failed = [], []
+    todo, failed, damaged = [], [], []
     for row in rows:
         old = logged.get(row["video_id"])
         try:
@@ -219,10 +219,23 @@ def run_flow(
         entry = {"video_id": row["video_id"], "key": key, "content_sha256": content, **stat}
         record = Path(contracts.record_path(row["video_id"], out_dir))
         if old and old.get("key") == key and record.exists():
-            entries[row["video_id"]] = {**old, **entry}
+            stamp = _record_stamp(record)
+            touched = not all(old.get(k) == v for k, v in stamp.items())  # copied? damaged?
+            if touched and (problem := contracts.record_problem(record, row["video_id"], key)):
+                damaged.append(f"{record}: {problem}")
+                todo.append((row, entry))
+                continue
+            entries[row["video_id"]] = {**old, **entry, **stamp}
         else:
             todo.append((row, entry))
     reused = len(entries)
+    if damaged:  # never reused: computed again below
+        print(
+            f"flow: {len(damaged)} damaged records are computed again: "
+            + "; ".join(damaged[:5])
+            + (" ..." if len(damaged) > 5 else ""),
+            flush=True,
+        )
 
     log = open(out_dir / CACHE_LOG, "a", encoding="utf-8")  # noqa: SIM115 (open all run long)
     progress = Progress(len(todo))
@@ -233,6 +246,8 @@ def run_flow(
         workers = pools.worker_count(p.workers, len(todo))
         scheduler = local_scheduler(settings["engine"], p, workers, task)
     results = scheduler.run(tasks)
+    written = 0  # bytes of the records written by this run: the disk-full estimate
+    finished = False
     try:
         for task_done, result in results:
             row, entry = jobs[task_done.video_id]
@@ -246,17 +261,32 @@ def run_flow(
                 record,
                 video_record(row["video_id"], row["label"], result, p, settings, entry["key"]),
             )
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
+            entry = {**entry, **_record_stamp(record)}
+            written += entry["record_size"]
+            with contracts.disk_full_guard(out_dir / CACHE_LOG):
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
             entries[row["video_id"]] = entry
             pairs += len(result.flow_x)
             progress.update(len(result.flow_x))
+        finished = True
+    except contracts.DiskFullError as exc:
+        done = len(entries) - reused
+        left = len(todo) - progress.done
+        size = contracts.size_text
+        needs = (
+            f"the {left} videos left need about {size(written / done * left)}, at the "
+            f"{size(written / done)} a record of the {done} this run wrote (those are kept, "
+            "and reused)"
+            if done
+            else exc.needs
+        )
+        raise contracts.DiskFullError(exc.path, needs) from exc
     finally:
         results.close()  # stops the worker processes, also on an error or Ctrl-C
         progress.close()
         log.close()
-        _rewrite_log(out_dir, entries)
-        contracts.write_flow_failed(failed_csv, failed)
+        _finish(out_dir, entries, failed_csv, failed, quiet=not finished)
     summary = Summary(
         len(rows), reused, len(entries) - reused, failed, pairs, time.perf_counter() - start
     )
@@ -310,6 +340,27 @@ def run_flow_on(p: FlowParams, c: ClusterParams, rows: list[dict], d: DataParams
         return run_flow(p, rows, scheduler=scheduler, settings=settings)
 
 
+def _record_stamp(record: Path) -> dict:
+    """What tells a record untouched since it was logged: its size and mtime (as DVC's own
+    state does); a record that differs is read whole and checked before it is reused."""
+    st = record.stat()
+    return {"record_size": st.st_size, "record_mtime_ns": st.st_mtime_ns}
+
+
+def _finish(
+    out_dir: Path, entries: dict[str, dict], failed_csv: Path, failed: list, quiet: bool
+) -> None:
+    """The cache log rewritten and the failed list written. ``quiet`` (another error is on its
+    way out): a full disk here is not raised over it; the appended log still holds every
+    finished record."""
+    try:
+        _rewrite_log(out_dir, entries)
+        contracts.write_flow_failed(failed_csv, failed)
+    except contracts.DiskFullError:
+        if not quiet:
+            raise
+
+
 def _rewrite_log(out_dir: Path, entries: dict[str, dict]) -> None:
     ordered = sorted(entries.values(), key=lambda e: e["video_id"])  # same cache, same bytes
     contracts.write_text(out_dir / CACHE_LOG, "".join(json.dumps(e) + "\n" for e in ordered))
@@ -327,7 +378,8 @@ def main(argv: list[str] | None = None) -> None:
             return
         params = load_params()
         rows = contracts.read_manifest()
-        summary = run_flow_on(params.flow, params.cluster, rows, params.data)
+        with contracts.stage_lock("flow"), contracts.disk_full_guard(contracts.VIDEOS_DIR):
+            summary = run_flow_on(params.flow, params.cluster, rows, params.data)
     except PipelineError as exc:
         sys.exit(f"flow: {exc}")
     print(summary.line())

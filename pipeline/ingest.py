@@ -778,10 +778,11 @@ def ingest_on(p: DataParams, c: ClusterParams) -> tuple[list[str], list[dict], l
 def main() -> None:
     try:
         params = load_params()
-        classes, rows, rejected = ingest_on(params.data, params.cluster)
+        with contracts.stage_lock("ingest"), contracts.disk_full_guard(contracts.DATA_DIR):
+            classes, rows, rejected = ingest_on(params.data, params.cluster)
+            write_outputs(contracts.DATA_DIR, classes, rows, rejected)
     except PipelineError as exc:
         sys.exit(f"ingest: {exc}")
-    write_outputs(contracts.DATA_DIR, classes, rows, rejected)
     counts = Counter(r["split"] for r in rows)
     print(
         f"ingest: {len(rows)} videos in {len(classes)} classes "

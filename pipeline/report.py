@@ -292,11 +292,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        if args.experiments or args.exp_json:
-            data = _read_json(args.exp_json) if args.exp_json else dvc_exp_show()
-            text, out = experiments_report(data), REPORTS_DIR / "experiments.md"
-        else:
-            text, out = report(load_params()), REPORTS_DIR / "summary.md"
+        with contracts.stage_lock("report"), contracts.disk_full_guard(REPORTS_DIR):
+            if args.experiments or args.exp_json:
+                data = _read_json(args.exp_json) if args.exp_json else dvc_exp_show()
+                text, out = experiments_report(data), REPORTS_DIR / "experiments.md"
+            else:
+                text, out = report(load_params()), REPORTS_DIR / "summary.md"
     except PipelineError as exc:
         sys.exit(f"report: {exc}")
     print(text, end="")

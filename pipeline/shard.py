@@ -16,7 +16,9 @@ Run: ``python -m pipeline.shard`` (reads ``shard.*``; the manifest; ``data/video
 from __future__ import annotations
 
 import math
+import os
 import random
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -78,32 +80,62 @@ def write_shards(
         raise ShardError(f"no per-video records in {videos_dir}: run the flow stage first")
     plan = plan_shards(available, sizes, p)
 
-    if gfile.exists(out_dir):  # a fresh set: never mix shards of two runs
-        gfile.rmtree(out_dir)
-    gfile.makedirs(out_dir)
+    # a fresh set, written beside the old one and moved into place whole: never two runs'
+    # shards mixed, and never a set without its index.json under the real name
+    local = "://" not in out_dir
+    work = f"{out_dir}{contracts.TEMP_MARK}" if local else out_dir
+    for path in (work, f"{out_dir}.old") if local else (out_dir,):
+        if gfile.exists(path):
+            gfile.rmtree(path)
+    gfile.makedirs(work)
     shards, first = [], []
+    total = sum(sizes.values())
+    damaged: list[str] = []
 
     def copied(group: list[dict]) -> Iterator[bytes]:
-        # one reader over the group's files, in order: a reader a file cost 17 ms a video
-        paths = [contracts.record_path(row["video_id"], videos_dir) for row in group]
-        for serialized in contracts.read_records(paths):
+        for row in group:
+            path = contracts.record_path(row["video_id"], videos_dir)
+            try:
+                serialized = contracts.read_record_file(path)  # its CRCs checked
+            except contracts.DamagedInputError as exc:
+                damaged.append(f"{exc.path} ({exc.what})")
+                continue
             if not first:
                 first.append(contracts.decode_record(serialized))
             yield serialized  # copied as is: no decode, no re-encode
 
-    for split, groups in plan.items():
-        for i, group in enumerate(groups):
-            name = shard_name(split, i, len(groups))
-            contracts.write_records(f"{out_dir}/{name}", copied(group))
-            shards.append(
-                {
-                    "file": name,
-                    "split": split,
-                    "records": len(group),
-                    "video_ids": [r["video_id"] for r in group],
-                    "bytes": gfile.stat(f"{out_dir}/{name}").length,
-                }
+    try:
+        for split, groups in plan.items():
+            for i, group in enumerate(groups):
+                name = shard_name(split, i, len(groups))
+                contracts.write_records(f"{work}/{name}", copied(group))
+                shards.append(
+                    {
+                        "file": name,
+                        "split": split,
+                        "records": len(group),
+                        "video_ids": [r["video_id"] for r in group],
+                        "bytes": gfile.stat(f"{work}/{name}").length,
+                        "crc32": contracts.file_crc32(f"{work}/{name}"),
+                    }
+                )
+        if damaged:
+            raise contracts.DamagedInputError(
+                f"{len(damaged)} per-video records are damaged, and shard packs no damaged "
+                "record: "
+                + "; ".join(damaged[:5])
+                + (" ..." if len(damaged) > 5 else "")
+                + ". Remove them and run the flow stage again, which computes them anew "
+                "(dvc repro flow), then shard"
             )
+    except contracts.DiskFullError as exc:
+        gfile.rmtree(work)  # the shards are written as a whole set: free what was written
+        needs = f"the shards are written as a whole set, which needs {contracts.size_text(total)}"
+        raise contracts.DiskFullError(exc.path, needs) from exc
+    except BaseException:
+        if local and gfile.exists(work):
+            gfile.rmtree(work)
+        raise
     index = {
         "schema_version": contracts.SCHEMA_VERSION,
         "flow_engine": first[0]["flow_engine"],
@@ -122,14 +154,20 @@ def write_shards(
         "missing_records": sorted(missing),
         "shards": shards,
     }
-    contracts.write_shard_index(index, out_dir)
+    contracts.write_shard_index(index, work)
+    if local:
+        if gfile.exists(out_dir):
+            os.replace(out_dir, f"{out_dir}.old")
+        os.replace(work, out_dir)
+        shutil.rmtree(f"{out_dir}.old", ignore_errors=True)
     return index
 
 
 def main() -> None:
     try:
         p = load_params().shard
-        index = write_shards(contracts.read_manifest(), p)
+        with contracts.stage_lock("shard"), contracts.disk_full_guard(SHARDS_DIR):
+            index = write_shards(contracts.read_manifest(), p)
     except PipelineError as exc:
         sys.exit(f"shard: {exc}")
     parts = [

@@ -18,6 +18,8 @@ Run: ``python -m pipeline.synthesize`` (reads ``synthetic.*`` from ``params.yaml
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pipeline import contracts
 from pipeline.params import (
     MAX_COLORS,
     MOTIONS,
@@ -272,6 +275,21 @@ def write_video(path: Path, frames: np.ndarray, fps: float = FPS) -> None:
     for frame in frames:
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
+    _check_written(path, len(frames))
+
+
+def _check_written(path: Path, frames: int) -> None:
+    """OpenCV's writer reports no failed write: on a full disk it leaves a video cut short
+    whose header still counts every frame (seen on a full tmpfs). Where the disk is nearly
+    full after a write, the video is read back, and one that is short raises ENOSPC."""
+    if shutil.disk_usage(Path(path).parent).free > os.path.getsize(path) + (1 << 20):
+        return
+    capture, read = cv2.VideoCapture(str(path)), 0
+    while capture.read()[0]:
+        read += 1
+    capture.release()
+    if read != frames:
+        raise OSError(errno.ENOSPC, f"No space left on device ({read} of {frames} frames)", path)
 
 
 def _preview(samples: list[tuple[str, np.ndarray]], path: Path, zoom: int = 3) -> None:
@@ -295,7 +313,9 @@ def _preview(samples: list[tuple[str, np.ndarray]], path: Path, zoom: int = 3) -
             cv2.LINE_AA,
         )
         rows.append(np.concatenate([label, row], 1))
-    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
+    if not cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR)):
+        full = shutil.disk_usage(Path(path).parent).free < (1 << 20)
+        raise OSError(errno.ENOSPC if full else errno.EIO, "OpenCV could not write it", path)
 
 
 UCF101_GROUPS = 25
@@ -414,10 +434,41 @@ def synthesize(p: SyntheticParams, out: Path) -> None:
     for name in names:
         (tmp / name).mkdir()
     args = [(scene, v, tmp / v.rel) for v in videos]
+    written = []  # bytes of each video written: what the whole set needs, on a full disk
+    try:
+        _write_set(scene, names, videos, splits, args, tmp, written)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # not resumable: written anew, so free it
+        if isinstance(exc, Exception) and contracts.is_disk_full(exc):
+            mean = sum(written) / max(len(written), 1)
+            needs = (
+                f"the set is written whole: {len(videos)} videos need about "
+                f"{contracts.size_text(mean * len(videos))}, at the {contracts.size_text(mean)} "
+                f"of the {len(written)} written"
+                if written
+                else "the set is written whole, and needs more than was free"
+            )
+            raise contracts.DiskFullError(out, needs) from exc
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def _write_set(
+    scene: SyntheticParams,
+    names: list[str],
+    videos: list[_Video],
+    splits: dict,
+    args: list[tuple],
+    tmp: Path,
+    written: list[int],
+) -> None:
+    """The videos (in worker processes), the split lists and the preview, into ``tmp``."""
     with tqdm(total=len(videos), desc="synthesize", unit="video", mininterval=2.0) as bar:
-        for _, result in run_each(_write_one, args, worker_count(0, len(args))):
+        for i, result in run_each(_write_one, args, worker_count(0, len(args))):
             if isinstance(result, Exception):
                 raise result
+            written.append(os.path.getsize(args[i][2]))
             bar.update()
     lists = {"classInd.txt": [f"{i + 1} {n}" for i, n in enumerate(names)]}
     for s, test in splits.items():
@@ -430,14 +481,13 @@ def synthesize(p: SyntheticParams, out: Path) -> None:
     first = {v.label: v for v in reversed(videos)}  # each class's first video
     samples = [(names[k], _frames(scene, first[k])) for k in sorted(first)]
     _preview(samples, tmp / "preview.png", zoom=3 if len(names) <= 30 else 1)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
 
 
 def main() -> None:
     try:
         p = load_params().synthetic
-        synthesize(p, Path(p.out))
+        with contracts.stage_lock("synthesize"):
+            synthesize(p, Path(p.out))
     except PipelineError as exc:
         sys.exit(f"synthesize: {exc}")
     if p.ucf101_like is None:

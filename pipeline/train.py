@@ -134,7 +134,7 @@ def build_model(stream: str, params: Params, classes: int, models_dir: Path = MO
             raise TrainError(
                 f"{path} not found: train the {name} stream first (dvc repro train_{name})"
             )
-        streams[name] = keras.saving.load_model(path, compile=False)
+        streams[name] = contracts.load_model(path, f"train_{name}", compile=False)
     fused = build_fused(
         params,
         classes,
@@ -404,6 +404,9 @@ def train(
         tf.config.experimental.enable_op_determinism()
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     chief = not multi_worker or strategy.cluster_resolver.task_id == 0
+    for split in ("train", "val"):  # read whole and checked before anything is built
+        if count_videos(split, shards_dir):
+            contracts.shard_files(split, shards_dir)
     classes = classes or num_classes(params)
     setting = stage_settings(stream, params)
     batch = t.batch_size
@@ -416,18 +419,17 @@ def train(
 
     key = run_key(stream, params, shards_dir, models_dir)
     ckpt_dir = checkpoints_dir / stream
-    state_file, ckpt = ckpt_dir / "state.json", ckpt_dir / "last.keras"
-    start, state = 0, {}
-    if state_file.exists() and ckpt.exists():
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        if state.get("key") == key:
-            start = int(state["epochs_done"])
-        else:
-            shutil.rmtree(ckpt_dir)  # made for other params or data: never resume from it
+    start, state = resume_state(ckpt_dir, key)
+    if start and live_dir is not None and chief and state.get("live"):
+        # the curves as they were at the checkpoint: a kill after an epoch was logged but
+        # before its checkpoint was written must not log that epoch twice
+        shutil.rmtree(live_dir / stream, ignore_errors=True)
+        shutil.copytree(ckpt_dir / state["live"], live_dir / stream)
 
     with strategy.scope():
         if start:
-            model = keras.saving.load_model(ckpt)  # weights and optimizer state
+            ckpt = ckpt_dir / state["checkpoint"]
+            model = contracts.load_model(ckpt, f"train_{stream}")  # weights, optimizer state
             restore_seed_states(model, state["seed_states"])
             notes = [f"resuming after epoch {start} from {ckpt}"]
         else:
@@ -464,11 +466,8 @@ def train(
         logger.on_epoch_end(epoch, logs)
         logger.on_epoch_begin(epoch + 1)
         if chief:  # the checkpoint that a killed run resumes from
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            with contracts.atomic_path(ckpt, keep_suffix=True) as tmp:
-                model.save(tmp)
-            state = {"key": key, "epochs_done": epoch + 1, "seed_states": seed_states(model)}
-            contracts.write_text(state_file, json.dumps(state))
+            copied = live_dir / stream if live is not None else None
+            save_checkpoint(ckpt_dir, key, epoch + 1, model, copied)
 
     train_ds, val_ds, val_steps = _datasets(
         params, setting["mode"], batch, shards_dir, list(weights)
@@ -509,12 +508,66 @@ def train(
         live.end()
     if chief:
         models_dir.mkdir(parents=True, exist_ok=True)
-        with contracts.atomic_path(
-            contracts.model_path(stream, models_dir), keep_suffix=True
-        ) as tmp:
+        path = contracts.model_path(stream, models_dir)
+        with contracts.atomic_path(path, keep_suffix=True, size=saved_size(model)) as tmp:
             model.save(tmp)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     return model
+
+
+def resume_state(ckpt_dir: Path, key: str) -> tuple[int, dict]:
+    """(epochs done, the state) of the checkpoint in ``ckpt_dir`` made under ``key``; (0, {})
+    when there is none, and a checkpoint made for other params or data is removed: a run
+    never resumes from it."""
+    state_file = ckpt_dir / "state.json"
+    if not state_file.exists():
+        return 0, {}
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except ValueError:
+        state = {}  # written atomically, so only a hand-edited file gets here: start afresh
+    state.setdefault("checkpoint", "last.keras")  # as checkpoints were named before
+    if state.get("key") != key or not (ckpt_dir / state["checkpoint"]).exists():
+        shutil.rmtree(ckpt_dir)
+        return 0, {}
+    return int(state["epochs_done"]), state
+
+
+def saved_size(model: keras.Model) -> int:
+    """About the bytes of ``model.save``: its variables and its optimizer's (the archive's
+    config adds a few kB)."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = [*model.variables, *(optimizer.variables if optimizer is not None else [])]
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+def save_checkpoint(
+    ckpt_dir: Path, key: str, epochs_done: int, model: keras.Model, live: Path | None
+) -> None:
+    """The checkpoint after ``epochs_done`` epochs: the model (weights and optimizer state) and
+    a copy of the DVCLive folder ``live``, each under a name of its epoch, then ``state.json``
+    naming them, then the older ones removed. ``state.json`` is written last, in one rename:
+    a kill at any point leaves the previous checkpoint whole and named by it."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    name = f"epoch-{epochs_done:04d}"
+    size = saved_size(model)
+    with contracts.atomic_path(ckpt_dir / f"{name}.keras", keep_suffix=True, size=size) as tmp:
+        model.save(tmp)
+    state = {"key": key, "epochs_done": epochs_done, "checkpoint": f"{name}.keras"}
+    if live is not None and live.exists():
+        copy = ckpt_dir / f"{name}-live"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(live, copy)
+        state["live"] = copy.name
+    state["seed_states"] = seed_states(model)
+    contracts.write_text(ckpt_dir / "state.json", json.dumps(state))
+    for old in ckpt_dir.iterdir():
+        if old.name in (state["checkpoint"], state.get("live"), "state.json"):
+            continue
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -522,7 +575,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stream", required=True, choices=STREAMS)
     args = parser.parse_args(argv)
     try:
-        train(args.stream, load_params())
+        lock = contracts.stage_lock(f"train_{args.stream}")
+        with lock, contracts.disk_full_guard(contracts.MODELS_DIR):
+            train(args.stream, load_params())
     except PipelineError as exc:
         sys.exit(f"train {args.stream}: {exc}")
     print(f"train {args.stream}: wrote {contracts.model_path(args.stream)}")

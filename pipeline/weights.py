@@ -986,7 +986,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         if args.command == "import":
-            lines = import_matconvnet(args.mat, args.out)
+            with contracts.stage_lock("weights"), contracts.disk_full_guard(contracts.MODELS_DIR):
+                lines = import_matconvnet(args.mat, args.out)
         else:
             lines = classify(args.weights, args.images)
     except PipelineError as exc:

@@ -81,3 +81,29 @@ def tiny_project(tmp_path_factory, repo_params):
     finally:
         os.chdir(here)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_repro(tmp_path_factory) -> tuple[Path, str]:
+    """A scratch DVC project (tests/test_dvc_pipeline.py: the tiny params) after one `dvc repro`
+    of every stage, and what that printed. Shared, so never changed: tests copy it
+    (:func:`copy_project`) and may compare their outputs with its."""
+    from tests.test_dvc_pipeline import _run, _scratch_project, tiny_params
+
+    project = _scratch_project(tmp_path_factory.mktemp("repro"), tiny_params)
+    return project, _run(project, "dvc", "repro")
+
+
+def copy_project(src: Path, dst: Path, cache: bool = True) -> Path:
+    """A copy of the project ``src`` in ``dst`` (made or filled), its git repository and DVC
+    state included; without ``cache``, without ``.dvc/cache`` (its run cache would let `dvc
+    repro` restore a stage's outputs instead of running it)."""
+    import shutil
+
+    skip = shutil.ignore_patterns("cache") if not cache else None
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        return set(skip(folder, names)) if skip and folder.endswith(".dvc") else set()
+
+    shutil.copytree(src, dst, symlinks=True, ignore=ignore, dirs_exist_ok=True)
+    return dst

@@ -12,7 +12,7 @@ import yaml
 
 from pipeline.params import READS_LOG, RUN_ONLY
 
-from .conftest import ROOT
+from .conftest import ROOT, copy_project
 
 
 def _reads_log(cwd):
@@ -65,9 +65,10 @@ def tiny_params(params: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A copy of the project (code, dvc.yaml, .dvc) with tiny params, committed to git."""
-    return _scratch_project(tmp_path_factory.mktemp("project"), tiny_params)
+def project(tiny_repro, tmp_path_factory):
+    """A copy of the project (code, dvc.yaml, .dvc) with tiny params, committed to git, after
+    its first `dvc repro` (tests/conftest.py: tiny_repro, which test_faults.py shares)."""
+    return copy_project(tiny_repro[0], tmp_path_factory.mktemp("project"))
 
 
 STAGES = (
@@ -86,8 +87,8 @@ STAGES = (
 )
 
 
-def test_repro_runs_every_stage_then_skips_them(project):
-    out = _run(project, "dvc", "repro")
+def test_repro_runs_every_stage_then_skips_them(project, tiny_repro):
+    out = tiny_repro[1]  # the first `dvc repro`, in the project this one is a copy of
     for stage in STAGES:
         assert f"Running stage '{stage}'" in out
     with open(project / "data/manifest.csv") as f:
