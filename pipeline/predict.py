@@ -67,8 +67,6 @@ def class_names(classes: int, path: Path = contracts.CLASSES) -> list[str]:
 
 def predict(video: Path, model_path: Path, params: Params) -> list[tuple[str, float]]:
     """All classes with their averaged softmax scores, best first."""
-    import keras
-
     import layers  # noqa: F401  (registers the custom layers)
     from pipeline import flow_compute, scoring
 
@@ -76,7 +74,7 @@ def predict(video: Path, model_path: Path, params: Params) -> list[tuple[str, fl
         raise PredictError(f"{video}: no such file")
     if not model_path.is_file():
         raise PredictError(f"{model_path}: no such model; train one first (make repro)")
-    model = keras.saving.load_model(model_path, compile=False)
+    model = contracts.load_model(model_path, f"train_{model_path.stem}", compile=False)
     check_inputs(model, params)
     mode = model_mode(model)
     engine = flow_compute.resolve_engine(params.flow.engine)

@@ -11,8 +11,7 @@ import yaml
 
 from pipeline import ablate
 
-from .conftest import ROOT
-from .test_dvc_pipeline import _scratch_project, tiny_params
+from .conftest import ROOT, copy_project
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -144,8 +143,10 @@ def _run(cwd, *args):
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    dst = _scratch_project(tmp_path_factory.mktemp("ablate"), tiny_params)
+def project(tiny_repro, tmp_path_factory):
+    """A copy of the shared tiny project after its `dvc repro` (tests/conftest.py): the lead
+    row's params are its own, so the lead's `dvc exp run` finds every stage done."""
+    dst = copy_project(tiny_repro[0], tmp_path_factory.mktemp("ablate"))
     yield dst
     subprocess.run(["dvc", "queue", "stop"], cwd=dst, capture_output=True, check=False)
 

@@ -52,20 +52,22 @@ if _spec and sys.argv[:1] == ["-m"]:  # python -m pipeline.X itself (not DVC, no
 KILLS = {
     "synthesize": ["data/raw/synthetic#1"],  # its one write: the whole set, renamed into place
     "ingest": ["data/rejected.csv#1", "data/manifest.csv#1"],  # the first and last of three
-    "flow": ["data/videos/*.tfrecord#1", "data/videos/*.tfrecord#4", "data/flow_failed.csv#1"],
-    "shard": ["data/shards.tmp/train-*#1", "data/shards#1"],
+    "flow": ["data/videos/*.tfrecord#4", "data/flow_failed.csv#1"],
+    "shard": ["data/shards#1"],  # the finished set, moved into place
     # between an epoch's checkpoint and its state.json, then before the model is in place
     "train_rgb": ["checkpoints/rgb/state.json#1", "models/rgb.keras#1"],
     "train_flow": ["models/flow.keras#1"],
-    "train_fusion": ["checkpoints/fusion/epoch-*.keras#1", "models/fusion.keras#1"],
-    "evaluate_rgb": ["scores/rgb.npz#1", "metrics/rgb_confusion.png#1"],
-    "evaluate_flow": ["metrics/flow.json#1"],
+    "train_fusion": ["models/fusion.keras#1"],
+    "evaluate_rgb": ["metrics/rgb_confusion.png#1"],  # the last of its five writes
+    "evaluate_flow": ["metrics/flow.json#1"],  # the second
     "evaluate_fusion": ["metrics/fusion_confusion.png#1"],
-    "evaluate_late": ["scores/late.npz#1", "metrics/late_confusion.png#1"],
+    "evaluate_late": ["scores/late.npz#1", "metrics/late_confusion.png#1"],  # first and last
     "report": ["reports/summary.md#1", "reports/summary.png#1"],
 }
 """Per stage, where its runs are killed, one after the other (each run resumes what the one
-before left): early, in the middle, and before its final write."""
+before left), after the run that met a full disk: that one stops early or in the middle (flow
+after about half its records, shard at its second shard, training at its first checkpoint,
+evaluation at its third file), the kills add the middle and the final write."""
 
 
 def _env(site: Path | None = None, **extra: str) -> dict[str, str]:
@@ -493,3 +495,112 @@ def test_damaged_shards_models_scores_and_metrics_are_refused_by_name(
     said = run("pipeline.report")
     assert said.startswith("report: metrics/fusion.json is damaged (not JSON")
     assert "dvc checkout metrics/fusion.json" in said
+
+
+# ---- the tools that write: export, weights import, ablate ----------------------------------
+
+
+def _killed(cmd: list[str], cwd: Path, site: Path, spec: str) -> None:
+    run = subprocess.run(cmd, cwd=cwd, env=_env(site, FAULT_KILL_AT=spec), capture_output=True)
+    assert run.returncode == -signal.SIGKILL, (spec, run.returncode, run.stderr[-2000:])
+
+
+def test_a_killed_export_run_again_writes_the_tree_of_an_uninterrupted_one(
+    tiny_repro, tmp_path, monkeypatch
+):
+    """`python -m pipeline.export rawframes` killed in the middle (before its third video is
+    in place) and again before its last write (rawframes.json), then run again: the same
+    tree, file for file, as an export that was never killed, and no video folder partial."""
+    from pipeline import export
+
+    project = copy_project(tiny_repro[0], tmp_path / "project", cache=False)
+    monkeypatch.chdir(project)
+    export.main(["rawframes", "frames"])
+    (project / "frames").rename(project / "whole")  # its lists name the folder: frames
+    site = _site(tmp_path)
+    cmd = [sys.executable, "-m", "pipeline.export", "rawframes", "frames"]
+    _killed(cmd, project, site, "frames/*/*#3")
+    done = [p for p in (project / "frames").glob("*/*") if not p.name.endswith(".tmp")]
+    assert len(done) == 2
+    for folder in done:  # in place means whole
+        assert (
+            difference(folder, project / "whole" / folder.relative_to(project / "frames")) is None
+        )
+    _killed(cmd, project, site, "frames/rawframes.json#1")
+    export.main(["rawframes", "frames"])
+
+    def tree(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    assert tree(project / "frames") == tree(project / "whole")
+
+
+def test_a_killed_weights_import_run_again_writes_the_same_bytes(tmp_path, monkeypatch):
+    """`python -m pipeline.weights import` killed before its write (the .h5 whole under its
+    temporary name), then run again: no file under the real name in between, and then the
+    bytes of an uninterrupted import (HDF5 without object times)."""
+    from pipeline import weights
+
+    from .test_weights import _vgg_m_layers, write_mat
+
+    monkeypatch.chdir(tmp_path)
+    write_mat(tmp_path / "vgg-m.mat", _vgg_m_layers())
+    weights.main(["import", "vgg-m.mat", "--out", "whole.h5"])
+    site = _site(tmp_path)
+    cmd = [sys.executable, "-m", "pipeline.weights", "import", "vgg-m.mat", "--out", "out.h5"]
+    _killed(cmd, tmp_path, site, "out.h5#1")
+    assert not (tmp_path / "out.h5").exists()
+    weights.main(["import", "vgg-m.mat", "--out", "out.h5"])
+    assert (tmp_path / "out.h5").read_bytes() == (tmp_path / "whole.h5").read_bytes()
+
+
+FAKE_DVC = """#!/bin/sh
+# `dvc` for the ablate test: `exp run` writes the row's params into params.yaml as DVC does,
+# then takes its time (FAKE_DVC=slow) or fails; `exp show` knows no experiments.
+case "$1 $2" in
+  "exp show") echo "[]" ;;
+  "exp run")
+    echo "# $*" >> params.yaml
+    if [ "$FAKE_DVC" = slow ]; then sleep 60; fi
+    echo "ERROR: failed to reproduce" >&2; exit 1 ;;
+  *) ;;
+esac
+"""
+
+
+def test_a_killed_ablate_gives_the_user_back_their_params_yaml(tmp_path):
+    """`dvc exp run -S` leaves a row's params in params.yaml while the row runs: an ablate
+    killed then (with its `dvc`) leaves them there, and the next ablate puts the user's
+    params.yaml back before anything else."""
+    from .conftest import ROOT
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dvc").write_text(FAKE_DVC)
+    (bin_dir / "dvc").chmod(0o755)
+    project = tmp_path / "project"
+    project.mkdir()
+    mine = (ROOT / "params.yaml").read_text() + "# mine\n"
+    (project / "params.yaml").write_text(mine)
+    shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    env = _env(PATH=f"{bin_dir}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "pipeline.ablate", "methods", "--rows", "conv"]
+    run = subprocess.Popen(
+        cmd, cwd=project, env={**env, "FAKE_DVC": "slow"}, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while (project / "params.yaml").read_text() == mine:
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.05)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)  # ablate and its dvc, as a dying node would
+        run.wait()
+    assert (project / "params.yaml").read_text() != mine  # the row's, as DVC left them
+    again = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+    assert "a killed run left an experiment's params.yaml: yours is back" in again.stdout
+    assert again.returncode == 1 and "ablate: " in again.stderr  # the fake dvc fails the row
+    assert (project / "params.yaml").read_text() == mine
+    assert not (project / ".locks/ablate-params.yaml").exists()
