@@ -4,6 +4,7 @@
     python -m pipeline.bench reader [--seconds 20]
     python -m pipeline.bench train [--steps 20] [-S key=value ...]
     python -m pipeline.bench tvl1 [--pairs 8]
+    python -m pipeline.bench compiles [--sizes 85x64,114x64,...] [--videos 8] [--buckets 1,32]
     python -m pipeline.bench rawframes [--videos 8] [--frames 100]
     python -m pipeline.bench scale [--videos 1000,4000,13320] [--upto STAGE] [--keep DIR]
 
@@ -30,6 +31,12 @@ OpenCV on all cores (one process per core), and the keras engine (``pipeline.tvl
 of ``flow.batch`` pairs, after compiling) under every installed Keras backend, each in its own
 process, on whatever device that backend sees (a GPU when there is one). Ends with
 ``keras tvl1 speedup vs one opencv core: X.X (device)`` for the fastest keras run.
+
+``compiles``: the keras engine's flow stage (``run_flow``) on a folder of videos of mixed frame
+sizes, under every installed Keras backend (TensorFlow and JAX), once per ``flow.bucket`` value,
+each run in a fresh process: compiles, compile seconds and wall seconds. Under JAX each run is
+made twice over one persistent compilation cache (``.cache/xla`` in a project): cold, then warm.
+``--code DIR`` runs the stage of another checkout (a before/after comparison; cold runs only).
 
 ``scale``: every stage through ``dvc repro`` on UCF101-shaped synthetic sets of growing size,
 each in a fresh DVC project: wall seconds, seconds per video and peak memory per stage and
@@ -248,6 +255,84 @@ def bench_tvl1(pairs: int) -> None:
     if best:
         print(f"keras tvl1 vs opencv on all cores: {best[0] / allcores:.2f}x ({best[1]})")
         print(f"keras tvl1 speedup vs one opencv core: {best[0] / one:.1f} ({best[1]})")
+
+
+COMPILES_RUN = """
+import dataclasses, json, sys, time
+from pathlib import Path
+from pipeline import flow
+from pipeline.params import load_params
+folder, bucket, cache = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+p = dataclasses.replace(load_params().flow, engine="keras", size=None, workers=1)
+if hasattr(p, "bucket"):
+    p = dataclasses.replace(p, bucket=bucket)
+rows = json.loads((folder / "rows.json").read_text())
+from pipeline import tvl1
+if cache != "-" and hasattr(tvl1, "use_compilation_cache"):  # older code: none
+    tvl1.use_compilation_cache(cache)
+out = Path(sys.argv[4])
+start = time.perf_counter()
+summary = flow.run_flow(p, rows, out / "videos", out / "failed.csv")
+wall = time.perf_counter() - start
+stats = getattr(tvl1, "STATS", None)
+print(json.dumps({
+    "wall": wall, "pairs": summary.pairs, "failed": len(summary.failed),
+    "compiles": stats.compiles if stats else None, "cached": stats.cached if stats else None,
+    "compile_s": stats.seconds if stats else None,
+}))
+"""
+
+
+def bench_compiles(
+    sizes: list[tuple[int, int]], videos: int, frames: int, buckets: list[int], code: str | None
+) -> None:
+    import importlib.util
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(Path(code).resolve()) if code else os.getcwd()}
+    print(
+        f"compiles benchmark: {videos} videos of {len(sizes)} sizes "
+        f"({', '.join(f'{w}x{h}' for w, h in sizes)}), {frames} frames each, "
+        f"flow.batch {load_params().flow.batch}, {len(os.sched_getaffinity(0))} cores"
+        + (f", the stage of {code}" if code else "")
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        rows = []
+        for v in range(videos):
+            w, h = sizes[v % len(sizes)]
+            path = root / "raw" / f"mixed{v:03d}.avi"
+            path.parent.mkdir(exist_ok=True)
+            write_video(path, _scene(v, frames, w, h))
+            rows.append({"video_id": path.stem, "path": str(path), "label": 0, "frames": frames})
+        (root / "rows.json").write_text(json.dumps(rows))
+        for backend in ("tensorflow", "jax"):
+            if importlib.util.find_spec(backend) is None:
+                continue
+            for bucket in buckets:
+                cache = str(root / f"xla-{bucket}") if backend == "jax" else "-"
+                warm = backend == "jax" and not code  # another checkout: cold runs only
+                for run in ("cold", "warm") if warm else ("",):
+                    out = root / f"out-{backend}-{bucket}-{run}"
+                    done = subprocess.run(
+                        [sys.executable, "-c", COMPILES_RUN, str(root), str(bucket), cache, out],
+                        env={**env, "KERAS_BACKEND": backend},
+                        cwd=code or None,  # its params.yaml
+                        capture_output=True,
+                        text=True,
+                    )
+                    label = f"{backend} bucket {bucket}" + (f", {run} cache" if run else "")
+                    if done.returncode != 0:
+                        print(f"compiles {label}: failed\n{done.stderr[-2000:]}")
+                        continue
+                    r = json.loads(done.stdout.strip().splitlines()[-1])
+                    made = "?" if r["compiles"] is None else r["compiles"]
+                    loaded = f" ({r['cached']} loaded from the cache)" if r["cached"] else ""
+                    secs = "" if r["compile_s"] is None else f" in {r['compile_s']:.1f} s"
+                    print(
+                        f"compiles {label:<32} {made} compiles{loaded}{secs}, "
+                        f"wall {r['wall']:.1f} s for {r['pairs']} pairs ({r['failed']} failed)"
+                    )
 
 
 def _reader_corpus(root: Path, videos: int = 16, frames: int = 48) -> str:
@@ -502,6 +587,17 @@ def main(argv: list[str] | None = None) -> None:
     raw = sub.add_parser("rawframes", help="importing a denseflow tree: probe and records")
     raw.add_argument("--videos", type=int, default=8)
     raw.add_argument("--frames", type=int, default=100)
+    comp = sub.add_parser("compiles", help="keras engine compiles on mixed frame sizes")
+    comp.add_argument(
+        "--sizes",
+        type=lambda t: [tuple(int(v) for v in x.split("x")) for x in t.split(",")],
+        default=[(85, 64), (114, 64), (64, 114), (96, 64), (80, 64), (64, 64), (78, 64), (86, 64)],
+        help="comma-separated WxH, one video each in turn",
+    )
+    comp.add_argument("--videos", type=int, default=8)
+    comp.add_argument("--frames", type=int, default=6)
+    comp.add_argument("--buckets", type=lambda t: [int(x) for x in t.split(",")], default=[1, 32])
+    comp.add_argument("--code", metavar="DIR", help="run the flow stage of this checkout")
     scale = sub.add_parser("scale", help="every stage at growing dataset sizes, through DVC")
     scale.add_argument(
         "--videos",
@@ -518,6 +614,8 @@ def main(argv: list[str] | None = None) -> None:
         from pipeline.bench_scale import bench_scale
 
         bench_scale(args.videos, args.keep, args.upto)
+    elif args.what == "compiles":
+        bench_compiles(args.sizes, args.videos, args.frames, args.buckets, args.code)
     elif args.what == "rawframes":
         bench_rawframes(args.videos, args.frames)
     elif args.what == "tvl1":

@@ -378,11 +378,22 @@ def main(argv: list[str] | None = None) -> None:
             return
         params = load_params()
         rows = contracts.read_manifest()
+        keras_here = (
+            params.data.layout != "rawframes"
+            and params.cluster.executor == "local"
+            and resolve_engine(params.flow.engine) == "keras"
+        )
+        if keras_here:
+            from pipeline import tvl1
+
+            tvl1.use_compilation_cache(tvl1.COMPILATION_CACHE)
         with contracts.stage_lock("flow"), contracts.disk_full_guard(contracts.VIDEOS_DIR):
             summary = run_flow_on(params.flow, params.cluster, rows, params.data)
     except PipelineError as exc:
         sys.exit(f"flow: {exc}")
     print(summary.line())
+    if keras_here:
+        print(f"flow: keras engine: {tvl1.STATS.line()}")
 
 
 if __name__ == "__main__":

@@ -155,13 +155,16 @@ def decode_video(path: str, expected_frames: int, p: FlowParams) -> DecodedVideo
 def batched_flow(i0: np.ndarray, i1: np.ndarray, p: FlowParams) -> np.ndarray:
     """The keras engine's flow of up to ``flow.batch`` pairs, always run as a full batch (the
     last pair repeated): one compiled shape, and a pair's flow never depends on how many
-    pairs came with it (XLA's code, and so its rounding, changes with the batch size)."""
+    pairs came with it (XLA's code, and so its rounding, changes with the batch size). The
+    frames are padded to ``flow.bucket`` (:func:`pipeline.tvl1.bucket_of`), their flow
+    computed as if unpadded."""
     from pipeline import tvl1
 
     n = len(i0)
     pad = [n - 1] * (p.batch - n)
     i0, i1 = np.concatenate([i0, i0[pad]]), np.concatenate([i1, i1[pad]])
-    return tvl1.tvl1(i0, i1, p.tvl1)[:n]
+    bucket = tvl1.bucket_of(*i0.shape[1:], p.bucket)  # padded: one compile serves many sizes
+    return tvl1.tvl1(i0, i1, p.tvl1, bucket)[:n]
 
 
 def flow_video_keras(path: str, expected_frames: int, p: FlowParams) -> VideoFlow:
@@ -227,7 +230,7 @@ def record_settings(
 
     ``engine`` is the engine actually run (``flow.engine`` resolved); the versions of its
     libraries (:func:`versions_here`, or ``versions`` where the work runs elsewhere) and, for
-    keras, the batch size it compiles for are part of the key.
+    keras, the batch size and bucket step it compiles for are part of the key.
     """
     engine = engine or resolve_engine(p.engine)
     v = versions or versions_here(engine)
@@ -244,7 +247,9 @@ def record_settings(
     if engine == "keras":
         # OpenCV still resizes and encodes: its version stays in the key
         keras = f"keras {v['keras']} ({v['backend']}, {v['device']})"
-        settings.update(engine_version=f"{keras}; opencv {v['opencv']}", batch=p.batch)
+        settings.update(
+            engine_version=f"{keras}; opencv {v['opencv']}", batch=p.batch, bucket=p.bucket
+        )
     return settings
 
 

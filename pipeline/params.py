@@ -237,6 +237,7 @@ class FlowParams(_Section, name="flow"):
 
     engine: str = field(metadata=_one_of("opencv", "keras", "auto"))
     batch: int = field(metadata=_between(1, 4096))
+    bucket: int = field(metadata=_between(1, 1024))
     size: int | list[int] | None = field(metadata=_between(16, 4096))
     bound: float = field(metadata=_between(0.5, 1000.0))
     jpeg_quality: int = field(metadata=_between(1, 100))

@@ -283,8 +283,12 @@ def test_keras_engine_writes_the_records_opencv_does(tmp_path, fp, videos, raw_p
     broken.write_bytes(b"not a video")
     rows = _rows([*videos, wide])
     rows.append({"video_id": "broken", "path": str(broken), "label": 0, "frames": 5})
-    keras_p = dataclasses.replace(fp, engine="keras", batch=4, max_failure_fraction=0.5)
+    keras_p = dataclasses.replace(fp, engine="keras", batch=4, bucket=64, max_failure_fraction=0.5)
+    from pipeline import tvl1
+
+    compiles = tvl1.STATS.compiles
     ours = fl.run_flow(keras_p, rows, tmp_path / "k", tmp_path / "kf.csv")
+    assert tvl1.STATS.compiles == compiles + 1  # 32x32 and 48x48 frames: one 64x64 bucket
     fl.run_flow(fp, rows[:-1], tmp_path / "o", tmp_path / "of.csv")
     assert (ours.computed, ours.pairs, len(ours.failed)) == (5, 16, 1)
     assert "cannot be opened" in ours.failed[0]["reason"]
@@ -401,3 +405,30 @@ def test_any_scheduler_behind_the_interface_writes_the_same_records(tmp_path, fp
     assert (tmp_path / "mf.csv").read_text() == (tmp_path / "pf.csv").read_text()
     again = fl.run_flow(p, rows, tmp_path / "mine", tmp_path / "mf.csv", scheduler=scheduler)
     assert (again.reused, again.computed) == (4, 0) and len(scheduler.done) == 5 + 1
+
+
+def test_a_second_jax_run_loads_the_compiled_solver(tmp_path):
+    """Under JAX the keras engine keeps its compiled solvers on disk (the flow stage:
+    .cache/xla): a second process loads them instead of compiling."""
+    code = (
+        "import sys, numpy as np; from pipeline import tvl1; from pipeline.params import "
+        "TVL1Params; tvl1.use_compilation_cache(sys.argv[1]); "
+        "t = TVL1Params(tau=0.25, lambda_=0.15, theta=0.3, nscales=1, warps=1, epsilon=0.01, "
+        "inner_iterations=3, outer_iterations=2, scale_step=0.8, gamma=0.0, median_filtering=5); "
+        "f = np.zeros((2, 16, 20), np.float32); tvl1.tvl1(f, f, t, (16, 32)); "
+        "print(tvl1.STATS.line())"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / "xla")],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    assert runs[0].startswith("1 compiles in ") and "loaded" not in runs[0], runs
+    assert runs[1].startswith("1 compiles, 1 loaded from the compilation cache in "), runs
+    assert runs[1].endswith(": 2 pairs of 32x16"), runs

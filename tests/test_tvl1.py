@@ -122,10 +122,17 @@ def test_equal_to_opencv_without_the_stopping_rule(pairs, defaults):
 
 
 def test_close_to_opencv_with_its_defaults(pairs, defaults):
-    ours, theirs = tvl1.tvl1(*pairs, defaults), _opencv(*pairs, defaults)
+    """Solved padded into a larger bucket (as the flow stage does), at two frame sizes that
+    share one compiled solver: the padding never reaches the flow."""
+    before = tvl1.STATS.compiles
+    ours, theirs = tvl1.tvl1(*pairs, defaults, (64, 96)), _opencv(*pairs, defaults)
     diff = _epe(ours, theirs)
     assert diff.mean(axis=(1, 2)).max() <= 0.02, diff.mean(axis=(1, 2))
     assert np.percentile(diff, 95, axis=(1, 2)).max() <= 0.08
+    small = tuple(np.ascontiguousarray(f[:, 5:45, 3:61]) for f in pairs)  # 58x40
+    small_diff = _epe(tvl1.tvl1(*small, defaults, (64, 96)), _opencv(*small, defaults))
+    assert small_diff.mean(axis=(1, 2)).max() <= 0.02, small_diff.mean(axis=(1, 2))
+    assert tvl1.STATS.compiles == before + 1, tvl1.STATS.line()
     # against the known shift (inside a margin the shift moves texture across)
     truth = np.array(SHIFT, np.float32)
     inner = (slice(4, -4), slice(4, -4))
@@ -133,6 +140,22 @@ def test_close_to_opencv_with_its_defaults(pairs, defaults):
     theirs_err = _epe(theirs[0][inner], truth).mean()
     assert abs(ours_err - theirs_err) <= 0.02, (ours_err, theirs_err)
     assert theirs_err < 0.1  # the fixture is one TV-L1 can solve
+
+
+def test_a_bucket_pads_the_frame_and_its_pyramid(defaults):
+    assert tvl1.bucket_of(48, 64, 32) == (64, 64) and tvl1.bucket_of(40, 58, 1) == (40, 58)
+    sizes, mats = tvl1.plan(24, 30, (48, 64), defaults)  # 2 levels of its own, 5 of the bucket
+    assert sizes.tolist() == [[24, 30], [19, 24], [1, 1], [1, 1], [1, 1]]
+    shapes = tvl1.pyramid_sizes(48, 64, defaults)
+    down, up = mats[:8], mats[8:]
+    assert [m.shape for m in down[:2]] == [(38, 48), (51, 64)]
+    np.testing.assert_array_equal(down[0][:19, :24], tvl1.resize_matrix(24, 19, 1.25))
+    assert not down[0][19:].any() and not down[0][:, 24:].any()  # padding never mixed in
+    assert all(not m.any() for m in down[2:] + up[:6])  # levels the frame does not have
+    assert [m.shape for m in up[6:]] == [(shapes[0][0], shapes[1][0]), (shapes[0][1], shapes[1][1])]
+    np.testing.assert_array_equal(up[6][:24, :19], tvl1.resize_matrix(19, 24, 19 / 24))
+    with pytest.raises(ValueError, match="does not fit a 64x48 bucket"):
+        tvl1.plan(50, 64, (48, 64), defaults)
 
 
 def test_bad_inputs_are_named():
