@@ -84,24 +84,51 @@ def _resize(images: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def _clip(
-    rec: dict, rgb_idx: tf.Tensor, flow_idx: tf.Tensor, window: tf.Tensor, crop: int, mode: str
+    rec: dict,
+    rgb_idx: tf.Tensor,
+    flow_idx: tf.Tensor,
+    window: tf.Tensor,
+    crop: int,
+    mode: str,
+    flip: tf.Tensor | None = None,
 ) -> dict[str, tf.Tensor]:
-    """Decode, crop and resize the frames and flows of one clip."""
+    """Decode, crop and resize the frames and flows of one clip, mirrored where ``flip``.
+
+    Each distinct frame or flow is decoded, resized and mirrored once: a flow shared by
+    neighbouring stacks (``clip.stride < clip.flow_stack``), or a frame repeated at a clamped
+    end, is gathered again, not decoded again. The result is the same as doing it per stack.
+    """
     out = {}
     if mode in ("rgb", "both"):
-        frames = _decode(tf.gather(rec["rgb"], rgb_idx), window, 3)  # (T, h, w, 3)
-        out["rgb"] = tf.ensure_shape(_resize(frames, crop), [rgb_idx.shape[0], crop, crop, 3])
+        unique, pos = tf.unique(rgb_idx)
+        frames = _resize(_decode(tf.gather(rec["rgb"], unique), window, 3), crop)
+        if flip is not None:
+            frames = tf.cond(flip, lambda: tf.reverse(frames, axis=[-2]), lambda: frames)
+        frames = tf.gather(frames, pos)  # (T, crop, crop, 3)
+        out["rgb"] = tf.ensure_shape(frames, [rgb_idx.shape[0], crop, crop, 3])
     if mode in ("flow", "both"):
         t, l = flow_idx.shape  # noqa: E741
-        flat = tf.reshape(flow_idx, [-1])
-        fx = _decode(tf.gather(rec["flow_x"], flat), window, 1)  # (T·L, h, w, 1)
-        fy = _decode(tf.gather(rec["flow_y"], flat), window, 1)
-        xy = tf.concat([fx, fy], axis=-1)  # (T·L, h, w, 2): x_k, y_k side by side
-        xy = _resize(xy, crop)
-        xy = tf.reshape(xy, [t, l, crop, crop, 2])
+        unique, pos = tf.unique(tf.reshape(flow_idx, [-1]))
+        fx = _decode(tf.gather(rec["flow_x"], unique), window, 1)  # (U, h, w, 1)
+        fy = _decode(tf.gather(rec["flow_y"], unique), window, 1)
+        xy = _resize(tf.concat([fx, fy], axis=-1), crop)  # (U, crop, crop, 2): x, y
+        if flip is not None:
+            xy = tf.cond(flip, lambda: _mirror_flows(xy), lambda: xy)
+        xy = tf.reshape(tf.gather(xy, pos), [t, l, crop, crop, 2])
         stacked = tf.reshape(tf.transpose(xy, [0, 2, 3, 1, 4]), [t, crop, crop, 2 * l])
         out["flow"] = stacked  # channels x1, y1, x2, y2, ..., xL, yL
     return out
+
+
+def _mirror_x(u: tf.Tensor) -> tf.Tensor:
+    """Flow x values of a mirrored image, in uint8: ``min(256 - u, 255)``."""
+    return (tf.constant(255, tf.uint8) - u) + tf.cast(u > 0, tf.uint8)
+
+
+def _mirror_flows(xy: tf.Tensor) -> tf.Tensor:
+    """Mirror ``(..., W, 2)`` flows (x, y): width reversed, x values mirrored."""
+    xy = tf.reverse(xy, axis=[-2])
+    return tf.concat([_mirror_x(xy[..., :1]), xy[..., 1:]], axis=-1)
 
 
 def flip_clip(clip: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -113,8 +140,7 @@ def flip_clip(clip: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         flow = tf.reverse(clip["flow"], axis=[-2])
         channels = flow.shape[-1]
         is_x = tf.range(channels) % 2 == 0  # x1, y1, x2, y2, ...
-        mirrored = tf.cast(tf.minimum(256 - tf.cast(flow, tf.int32), 255), tf.uint8)
-        out["flow"] = tf.where(is_x, mirrored, flow)
+        out["flow"] = tf.where(is_x, _mirror_x(flow), flow)
     return out
 
 
@@ -214,8 +240,7 @@ def clip_dataset(
                 rec["num_frames"], start, c.frames, c.stride, c.flow_stack
             )
             window = _train_window(rec["height"], rec["width"], c.scales, u[1:4])
-            clip = _clip(rec, rgb_idx, flow_idx, window, c.crop, mode)
-            clip = tf.cond(u[4] < 0.5, lambda: flip_clip(clip), lambda: clip)
+            clip = _clip(rec, rgb_idx, flow_idx, window, c.crop, mode, flip=u[4] < 0.5)
             return _inputs(clip, mode), tf.cast(rec["label"], tf.int32)
 
         ds = ds.map(train_clip, num_parallel_calls=AUTOTUNE, deterministic=deterministic)

@@ -263,3 +263,99 @@ def test_bad_mode_and_missing_shards(corpus, tmp_path):
             batch_size=2,
             shards_dir=str(tmp_path / "none"),
         )
+
+
+def _per_stack_clip(rec, rgb_idx, flow_idx, window, crop, mode, flip=None):
+    """The reader's clip as it was first written: every flow of every stack decoded and
+    resized on its own, the whole clip mirrored afterwards (the reference for the reader)."""
+    from pipeline.dataset import _decode, _resize
+
+    out = {}
+    if mode in ("rgb", "both"):
+        frames = _decode(tf.gather(rec["rgb"], rgb_idx), window, 3)
+        out["rgb"] = tf.ensure_shape(_resize(frames, crop), [rgb_idx.shape[0], crop, crop, 3])
+    if mode in ("flow", "both"):
+        t, l = flow_idx.shape  # noqa: E741
+        flat = tf.reshape(flow_idx, [-1])
+        fx = _decode(tf.gather(rec["flow_x"], flat), window, 1)
+        fy = _decode(tf.gather(rec["flow_y"], flat), window, 1)
+        xy = tf.reshape(_resize(tf.concat([fx, fy], axis=-1), crop), [t, l, crop, crop, 2])
+        out["flow"] = tf.reshape(tf.transpose(xy, [0, 2, 3, 1, 4]), [t, crop, crop, 2 * l])
+    if flip is not None:
+        x = out.get("flow")
+        flipped = flip_clip(out)
+        if x is not None:  # flow x by the formula, not by the reader's own helper
+            mirrored = tf.reverse(tf.cast(x, tf.int32), axis=[-2])
+            mirrored = tf.cast(tf.minimum(256 - mirrored, 255), tf.uint8)
+            is_x = tf.range(x.shape[-1]) % 2 == 0
+            flipped["flow"] = tf.where(is_x, mirrored, tf.reverse(x, axis=[-2]))
+        out = tf.cond(flip, lambda: flipped, lambda: out)
+    return out
+
+
+def test_clips_equal_the_per_stack_reference(tmp_path, raw_params, monkeypatch):
+    """Textured frames and flows, stacks that share flows (stride 2 < L 4) and short videos
+    whose indices repeat: training clips (crops, scales, flips; fixed seed) and evaluation
+    clips equal those of the per-stack reference, pixel for pixel."""
+    from pipeline import dataset
+
+    rng = np.random.default_rng(0)
+    videos, rows = tmp_path / "videos", []
+    videos.mkdir()
+
+    def tex(channels):
+        img = rng.integers(0, 256, (30, 40, channels), dtype=np.uint8)
+        img = cv2.GaussianBlur(img, (0, 0), 1.5).reshape(30, 40, channels)
+        return cv2.imencode(".jpg", img[..., 0] if channels == 1 else img)[1].tobytes()
+
+    for k in range(8):
+        n = 4 if k % 4 == 3 else 14
+        serialized = contracts.encode_record(
+            video_id=f"t{k}",
+            label=k % 2,
+            height=30,
+            width=40,
+            flow_bound=20.0,
+            rgb=[tex(3) for _ in range(n)],
+            flow_x=[tex(1) for _ in range(n - 1)],
+            flow_y=[tex(1) for _ in range(n - 1)],
+            flow_engine="test",
+            flow_params={"bound": 20.0},
+            cache_key=f"t{k}",
+        )
+        contracts.write_record(str(videos / f"t{k}.tfrecord"), serialized)
+        split = "train" if k < 6 else "test"
+        rows.append(
+            {"video_id": f"t{k}", "label": k % 2, "class_name": f"c{k % 2}", "split": split}
+        )
+    raw_params["clip"].update(frames=3, stride=2, flow_stack=4, crop=24, scales=[1.0, 0.8, 0.6])
+    raw_params["eval"].update(clips=3)
+    raw_params["shard"].update(min_shards=1)
+    params = parse_params(raw_params)
+    shards = str(tmp_path / "shards")
+    write_shards(rows, params.shard, str(videos), shards)
+
+    def clips(split, training):
+        kw = {"seed": 3} if training else {}
+        ds = clip_dataset(
+            split, params, "both", training=training, batch_size=2, shards_dir=shards, **kw
+        )
+        return [{k: v.numpy() for k, v in batch[0].items()} for batch in ds]
+
+    ours = {s: clips(s, s == "train") for s in ("train", "test")}
+    monkeypatch.setattr(dataset, "_clip", _per_stack_clip)
+    reference = {s: clips(s, s == "train") for s in ("train", "test")}
+    for split in ("train", "test"):
+        assert len(ours[split]) == len(reference[split]) == 3
+        for a, b in zip(ours[split], reference[split], strict=True):
+            np.testing.assert_array_equal(a["rgb"], b["rgb"])
+            np.testing.assert_array_equal(a["flow"], b["flow"])
+    monkeypatch.setattr(dataset, "_clip", lambda *a, flip=None: _per_stack_clip(*a))
+    unflipped = clips("train", True)
+    mirrored = [
+        not np.array_equal(a["flow"][i], b["flow"][i])
+        for a, b in zip(ours["train"], unflipped, strict=True)
+        for i in range(2)
+    ]
+    assert 0 < sum(mirrored) < len(mirrored), mirrored  # the seed mirrors some clips, not all
+    assert ours["train"][0]["flow"].std() > 10  # textured, so a wrong mirror would show
