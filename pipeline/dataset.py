@@ -20,12 +20,16 @@ the ``L = clip.flow_stack`` flows ``i - L/2 .. i + L/2 - 1`` (flow ``j`` goes fr
   so zero (128) stays zero: :func:`flip_clip`, also for the evaluation's mirrored clips.
 
 Speed: shards are read with a parallel interleave, records parsed in parallel without touching
-the JPEGs, and only the JPEGs a clip needs are decoded, cropped while decoding
-(``decode_and_crop_jpeg``); batches are prefetched. File-level auto-sharding makes each
+the JPEGs, and only the JPEGs a clip needs are decoded, each once however many stacks share it,
+cropped while decoding (``decode_and_crop_jpeg``); a flow's x and y travel as one uint16 through
+mirroring and stacking; each op runs on one thread (the parallel map fills the cores); batches
+are prefetched (``python -m pipeline.bench reader``; README, Shards and the clip reader). File-level auto-sharding makes each
 ``tf.distribute`` worker read its own shards.
 """
 
 from __future__ import annotations
+
+import sys
 
 import tensorflow as tf
 
@@ -71,16 +75,18 @@ def _decode(jpegs: tf.Tensor, window: tf.Tensor, channels: int) -> tf.Tensor:
     )
 
 
-def _resize(images: tf.Tensor, size: int) -> tf.Tensor:
-    """uint8 (..., h, w, c) -> uint8 (..., size, size, c), bilinear; a no-op when it fits."""
+def _resize(images: tf.Tensor, size: int, dtype: tf.DType = tf.uint8) -> tf.Tensor:
+    """uint8 ``(N, h, w, c)`` -> ``(N, size, size, c)``, bilinear (``tf.image.resize``'s
+    half-pixel centres), rounded to integers, as ``dtype`` (uint8, or float32 holding the
+    same integers); a no-op when it fits. The kernel reads the uint8 input itself."""
     shape = tf.shape(images)
 
     def resize() -> tf.Tensor:
-        out = tf.image.resize(images, [size, size], method="bilinear")
-        return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+        out = tf.raw_ops.ResizeBilinear(images=images, size=[size, size], half_pixel_centers=True)
+        return tf.cast(tf.round(out), dtype)  # a blend of 0..255 values stays in 0..255
 
     same = tf.logical_and(tf.equal(shape[-3], size), tf.equal(shape[-2], size))
-    return tf.cond(same, lambda: images, resize)
+    return tf.cond(same, lambda: tf.cast(images, dtype), resize)
 
 
 def _clip(
@@ -109,26 +115,28 @@ def _clip(
     if mode in ("flow", "both"):
         t, l = flow_idx.shape  # noqa: E741
         unique, pos = tf.unique(tf.reshape(flow_idx, [-1]))
-        fx = _decode(tf.gather(rec["flow_x"], unique), window, 1)  # (U, h, w, 1)
-        fy = _decode(tf.gather(rec["flow_y"], unique), window, 1)
-        xy = _resize(tf.concat([fx, fy], axis=-1), crop)  # (U, crop, crop, 2): x, y
+        u = tf.shape(unique)[0]
+        jpegs = tf.concat([tf.gather(rec["flow_x"], unique), tf.gather(rec["flow_y"], unique)], 0)
+        # (2U, crop, crop): x, then y, as float32 integers 0..255
+        planes = _resize(_decode(jpegs, window, 1), crop, tf.float32)[..., 0]
+        x, y = planes[:u], planes[u:]
+        if flip is not None:  # flow x of the mirrored image: min(256 - x, 255)
+            x = tf.cond(flip, lambda: tf.minimum(256.0 - x, 255.0), lambda: x)
+        # x and y of a pixel side by side as one uint16, so that mirroring, and interleaving
+        # the L flows into channels, move 2-byte elements (Eigen is slow on 1-byte ones)
+        low, high = (x, y) if sys.byteorder == "little" else (y, x)
+        pairs = tf.cast(low + 256.0 * high, tf.uint16)  # (U, crop, crop)
         if flip is not None:
-            xy = tf.cond(flip, lambda: _mirror_flows(xy), lambda: xy)
-        xy = tf.reshape(tf.gather(xy, pos), [t, l, crop, crop, 2])
-        stacked = tf.reshape(tf.transpose(xy, [0, 2, 3, 1, 4]), [t, crop, crop, 2 * l])
-        out["flow"] = stacked  # channels x1, y1, x2, y2, ..., xL, yL
+            pairs = tf.cond(flip, lambda: tf.reverse(pairs, axis=[-1]), lambda: pairs)
+        stacks = tf.transpose(tf.reshape(tf.gather(pairs, pos), [t, l, crop, crop]), [0, 2, 3, 1])
+        # (T, crop, crop, L) uint16 -> (T, crop, crop, L, 2) uint8: channels x1, y1, ..., xL, yL
+        out["flow"] = tf.reshape(tf.bitcast(stacks, tf.uint8), [t, crop, crop, 2 * l])
     return out
 
 
 def _mirror_x(u: tf.Tensor) -> tf.Tensor:
     """Flow x values of a mirrored image, in uint8: ``min(256 - u, 255)``."""
     return (tf.constant(255, tf.uint8) - u) + tf.cast(u > 0, tf.uint8)
-
-
-def _mirror_flows(xy: tf.Tensor) -> tf.Tensor:
-    """Mirror ``(..., W, 2)`` flows (x, y): width reversed, x values mirrored."""
-    xy = tf.reverse(xy, axis=[-2])
-    return tf.concat([_mirror_x(xy[..., :1]), xy[..., 1:]], axis=-1)
 
 
 def flip_clip(clip: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -277,6 +285,9 @@ def clip_dataset(
         )
         ds = ds.batch(batch_size)
     options = tf.data.Options()
+    # one thread per op: the parallel map already keeps every core busy with clips, and ops
+    # that split themselves over threads (resizing) only added contention (+10 % clips/s)
+    options.threading.max_intra_op_parallelism = 1
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
     options.deterministic = deterministic
     return ds.with_options(options).prefetch(AUTOTUNE)
