@@ -202,7 +202,7 @@ def warp(images: object, u1: object, u2: object, valid: tuple | None = None) -> 
     INTER_CUBIC, BORDER_CONSTANT). ``images`` is ``(B, H, W, C)``, the frame its
     ``[:, :h, :w]`` with ``(h, w) = valid``; returns ``(B, H, W, C)``."""
     b, hp, wp, c = images.shape
-    h, w = valid if valid is not None else (hp, wp)
+    h, w = _valid(images, valid)
     xs = ops.cast(ops.arange(wp), "float32")[None, None, :] + u1
     ys = ops.cast(ops.arange(hp), "float32")[None, :, None] + u2
     x0, y0 = ops.floor(xs), ops.floor(ys)
@@ -318,6 +318,7 @@ def _padded(m: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def plan(
     height: int, width: int, bucket: tuple[int, int], t: TVL1Params
 ) -> tuple[np.ndarray, tuple]:
@@ -327,7 +328,8 @@ def plan(
     padding never reaches it. ``L`` is the bucket's level count: where the frame's own pyramid
     stops sooner (a side below 16 px), its missing levels are 1×1 frames of zeros whose flow
     is zero and reaches the finer level as zero, as OpenCV starts its coarsest level. The
-    shapes depend on the bucket only: one compiled solver serves every frame size in it."""
+    shapes depend on the bucket only: one compiled solver serves every frame size in it.
+    Cached: every batch of a video needs the same (built in Python loops; not to be mutated)."""
     if bucket[0] < height or bucket[1] < width:
         raise ValueError(f"a {width}x{height} frame does not fit a {bucket[1]}x{bucket[0]} bucket")
     shapes = pyramid_sizes(*bucket, t)
@@ -546,7 +548,7 @@ def tvl1(
         raise ValueError(f"frames of {w}x{h} are too small for TV-L1")
     fn = compiled(t)
     bucket = bucket or (h, w)
-    sizes, mats = plan(h, w, bucket, t)
+    sizes, mats = plan(h, w, tuple(bucket), t)
     padded = np.zeros((2, b, *bucket), np.float32)
     padded[0, :, :h, :w], padded[1, :, :h, :w] = i0, i1
     out = fn(
