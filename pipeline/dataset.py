@@ -116,22 +116,33 @@ def _clip(
         t, l = flow_idx.shape  # noqa: E741
         unique, pos = tf.unique(tf.reshape(flow_idx, [-1]))
         u = tf.shape(unique)[0]
-        jpegs = tf.concat([tf.gather(rec["flow_x"], unique), tf.gather(rec["flow_y"], unique)], 0)
-        # (2U, crop, crop): x, then y, as float32 integers 0..255
-        planes = _resize(_decode(jpegs, window, 1), crop, tf.float32)[..., 0]
-        x, y = planes[:u], planes[u:]
-        if flip is not None:  # flow x of the mirrored image: min(256 - x, 255)
-            x = tf.cond(flip, lambda: tf.minimum(256.0 - x, 255.0), lambda: x)
-        # x and y of a pixel side by side as one uint16, so that mirroring, and interleaving
-        # the L flows into channels, move 2-byte elements (Eigen is slow on 1-byte ones)
-        low, high = (x, y) if sys.byteorder == "little" else (y, x)
-        pairs = tf.cast(low + 256.0 * high, tf.uint16)  # (U, crop, crop)
-        if flip is not None:
-            pairs = tf.cond(flip, lambda: tf.reverse(pairs, axis=[-1]), lambda: pairs)
+        # x1, y1, x2, y2, ...: each flow's x and y planes side by side
+        jpegs = tf.reshape(
+            tf.stack([tf.gather(rec["flow_x"], unique), tf.gather(rec["flow_y"], unique)], 1), [-1]
+        )
+        # the 2U planes as the channels of one image: TensorFlow's bilinear resize is about 5x
+        # faster over many channels than over many 1-channel images, with the same values
+        planes = tf.transpose(_decode(jpegs, window, 1)[..., 0], [1, 2, 0])[None]
+        planes = _resize(planes, crop)[0]  # (crop, crop, 2U) uint8
+        # a flow's x and y as one uint16, so that mirroring, and interleaving the L flows into
+        # channels, move 2-byte elements (Eigen is slow on 1-byte ones)
+        pairs = tf.bitcast(tf.reshape(planes, [crop, crop, u, 2]), tf.uint16)
+        if flip is not None:  # mirrored: width reversed, and flow x -> min(256 - x, 255)
+            pairs = tf.cond(flip, lambda: _mirror_pairs(pairs), lambda: pairs)
+        pairs = tf.transpose(pairs, [2, 0, 1])  # (U, crop, crop)
         stacks = tf.transpose(tf.reshape(tf.gather(pairs, pos), [t, l, crop, crop]), [0, 2, 3, 1])
         # (T, crop, crop, L) uint16 -> (T, crop, crop, L, 2) uint8: channels x1, y1, ..., xL, yL
         out["flow"] = tf.reshape(tf.bitcast(stacks, tf.uint8), [t, crop, crop, 2 * l])
     return out
+
+
+def _mirror_pairs(pairs: tf.Tensor) -> tf.Tensor:
+    """Mirror ``(h, w, n)`` flows whose x and y bytes are one uint16 (a bitcast of ``(x, y)``):
+    width reversed, x -> ``min(256 - x, 255)``, y kept."""
+    pairs = tf.reverse(pairs, axis=[1])
+    shift = 0 if sys.byteorder == "little" else 8  # where the bitcast put x's byte
+    x = tf.bitwise.right_shift(pairs, shift) & 255
+    return pairs + tf.bitwise.left_shift(tf.minimum(256 - x, 255) - x, shift)
 
 
 def _mirror_x(u: tf.Tensor) -> tf.Tensor:
