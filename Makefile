@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install repro test lint format lock clean
+.PHONY: install repro test lint docs format lock clean
 
 install: $(STAMP)
 
@@ -24,9 +24,14 @@ repro: $(STAMP)
 
 # layers/ and the keras TV-L1 must run on any Keras backend: their tests run once under JAX
 # here, then again under TensorFlow (the default) with the rest of the suite.
-test: $(STAMP) lint
+test: $(STAMP) lint docs
 	KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider tests/test_layers.py tests/test_tvl1.py
 	python -m pytest --durations=10
+
+# The guides in docs/ as a site in site/; --strict: a broken link or anchor, or a page missing
+# from mkdocs.yml's nav, fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet
 
 lint: $(STAMP)
 	ruff check .
@@ -41,4 +46,4 @@ lock: $(STAMP)
 	{ echo '# Exact versions that make installs (pip constraints). Regenerate with: make lock'; python -m pip freeze --exclude-editable | grep -v "^twostream-fusion"; } > requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site

@@ -13,7 +13,7 @@ and whether that equals this machine's own result:
   AVX-512), with TensorFlow's oneDNN kernels off (``TF_ENABLE_ONEDNN_OPTS=0``), and with other
   intra-op thread counts (a machine with more cores).
 
-README, Reproducibility across machines, has what this machine printed.
+docs/evaluation.md, Reproducibility across machines, has what this machine printed.
 """
 
 import os

@@ -1,5 +1,5 @@
 """The GPU check: the keras TV-L1, the paper's models and a training step, measured in one go
-on a machine with Keras and JAX (README, "The GPU check").
+on a machine with Keras and JAX (docs/gpu-check.md).
 
     KERAS_BACKEND=jax python benchmarks/gpu_check.py [--json PATH] [--smoke] [--only PART]
 

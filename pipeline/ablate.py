@@ -16,11 +16,11 @@ whose params equal a row's is reused, not re-run. The streams are checked to be 
 the whole table: every row's ``models/rgb.keras`` and ``models/flow.keras`` hash the same.
 
 ``--data synthetic`` runs on the bundled data (for ``temporal``: the order-only motions
-``updown`` and ``downup``, README "A temporal axis"); ``--data current`` on the data and
-settings of ``params.yaml`` as they are (the README's presets). ``-S key=value`` applies to every
-row. The result: ``reports/ablation_<table>.md`` and ``.png``, our rows beside the paper's
-(UCF101 split 1, :data:`PAPER`), with #params, top-1, mean class accuracy and, with
-``--seeds N > 1``, the spread over seeds.
+``updown`` and ``downup``, docs/data.md, "A temporal axis"); ``--data current`` on the data
+and settings of ``params.yaml`` as they are (the presets of docs/data.md). ``-S key=value``
+applies to every row. The result: ``reports/ablation_<table>.md`` and ``.png``, our rows
+beside the paper's (UCF101 split 1, :data:`PAPER`), with #params, top-1, mean class accuracy
+and, with ``--seeds N > 1``, the spread over seeds.
 
 Run: ``python -m pipeline.ablate methods --data synthetic -j 2``.
 """

@@ -74,7 +74,7 @@ def _check_reachable(address: str, given: str | None, timeout_s: float = 5.0) ->
     except OSError as exc:
         raise ClusterError(
             f"cannot reach a Ray cluster at cluster.address = {given!r} ({address}: "
-            f"{exc.strerror or exc}); start one (README, Beyond one machine: `ray start --head` "
+            f"{exc.strerror or exc}); start one (docs/cluster.md: `ray start --head` "
             "on the head node), fix the address, or set cluster.address: null for a private "
             "Ray instance on this machine"
         ) from exc
@@ -164,7 +164,7 @@ def _call(
     if not os.path.lexists(path):
         raise FileNotFoundError(
             f"{path}: no such file on Ray node {_here()}; every node must see the videos at "
-            "the same path (a shared mount, the same on every node; README, Beyond one machine)"
+            "the same path (a shared mount, the same on every node; docs/cluster.md)"
         )
     if initializer is not None:
         initializer()

@@ -23,7 +23,7 @@ Speed: shards are read with a parallel interleave, records parsed in parallel wi
 the JPEGs, and only the JPEGs a clip needs are decoded, each once however many stacks share it,
 cropped while decoding (``decode_and_crop_jpeg``); a flow's x and y travel as one uint16 through
 mirroring and stacking; each op runs on one thread (the parallel map fills the cores); batches
-are prefetched (``python -m pipeline.bench reader``; README, Shards and the clip reader).
+are prefetched (``python -m pipeline.bench reader``; docs/shards.md).
 File-level auto-sharding makes each ``tf.distribute`` worker read its own shards.
 """
 

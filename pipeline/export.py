@@ -11,7 +11,7 @@ writes the videos of the shards (``data/shards``; the splits asked for, all by d
 
 The JPEGs are the records' bytes, copied: nothing is decoded or encoded again. A flow level
 of ours, ``round(128 + v·127.5/B)``, read by those tools' ``(q/255)·2B - B``, comes out half
-a level (``B/255`` px) high: within the level (README, Bring your own frames).
+a level (``B/255`` px) high: within the level (docs/frames.md).
 
 Beside the folders: mmaction2 list files per split (``<split>_list_rawframes.txt``,
 ``frame_dir total_frames label`` with the RGB count, and ``<split>_list_rawframes_flow.txt``

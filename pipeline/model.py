@@ -137,7 +137,7 @@ def vgg_m_2048(p: str, classes: int, dropout: float, pool3d: bool, flow: bool) -
     conv1 96×7×7/2, LRN, pool 3×3/2; conv2 256×5×5/2 pad 1, LRN, pool 3×3/2; conv3-5 512×3×3
     pad 1; pool5 3×3/2; fc6 4096; fc7 2048. Pools round up (ReLU5 is 13×13 at 224²). LRN as
     the Caffe prototxt has it (local_size 5, alpha 0.0005, beta 0.75, k 2: per element α 1e-4,
-    MatConvNet's ``[5 2 1e-4 0.75]``; README, Backbone constants). The temporal net drops
+    MatConvNet's ``[5 2 1e-4 0.75]``; docs/models.md, Backbone constants). The temporal net drops
     norm2, as in the paper.
     """
 

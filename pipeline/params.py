@@ -266,8 +266,8 @@ class FlowParams(_Section, name="flow"):
 
 @dataclass(frozen=True)
 class ClusterParams(_Section, name="cluster"):
-    """``cluster``: where ingest and flow run their per-video work (README, Beyond one
-    machine). Every key steers the run only (:data:`RUN_ONLY`)."""
+    """``cluster``: where ingest and flow run their per-video work (docs/cluster.md). Every
+    key steers the run only (:data:`RUN_ONLY`)."""
 
     executor: str = field(metadata=_one_of("local", "ray"))
     address: str | None  # null: a private Ray instance on this machine, for this run
@@ -377,7 +377,7 @@ class FusionParams(_Section, name="fusion"):
 class StreamsParams(_Section, name="train.streams"):
     """``train.streams``: trained stream models to use as they are instead of training them
     (``.h5`` files that ``python -m pipeline.weights import`` wrote from the authors' released
-    DagNN models; README, The authors' released streams)."""
+    DagNN models; docs/frames.md, The authors' released streams)."""
 
     rgb: str | None
     flow: str | None
@@ -396,7 +396,7 @@ class TrainParams(_Section, name="train"):
     """``train``: how the networks are trained (the streams; the fusion stage takes its epochs
     and learning rate from ``fusion``)."""
 
-    weights: str  # none | imagenet | the path of an .h5 weights file (README: ImageNet weights)
+    weights: str  # none | imagenet | the path of an .h5 weights file (docs/weights.md)
     optimizer: str = field(metadata=_one_of("adam", "sgd"))
     epochs: int = field(metadata=_between(1, 100_000))
     batch_size: int = field(metadata=_between(1, 1_000_000))

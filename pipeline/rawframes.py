@@ -1,6 +1,5 @@
 """Frame folders that other tools made, and that ours make for them: the "rawframes" of
-denseflow and mmaction2, and the authors' own UCF101/HMDB51 frames and TV-L1 flow (README,
-Bring your own frames).
+denseflow and mmaction2, and the authors' own UCF101/HMDB51 frames and TV-L1 flow (docs/frames.md).
 
 A video is a folder of JPEGs: ``img_<n>.jpg`` (RGB) and one flow image per component, named
 ``flow_x_<n>.jpg`` / ``flow_y_<n>.jpg`` (denseflow) or ``x_<n>.jpg`` / ``y_<n>.jpg`` (the

@@ -81,7 +81,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             name = "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "default"
     if name == "multi_worker":
         if not os.environ.get("TF_CONFIG"):
-            raise TrainError("train.strategy: multi_worker needs TF_CONFIG (see the README)")
+            raise TrainError("train.strategy: multi_worker needs TF_CONFIG (see docs/training.md)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()

@@ -10,7 +10,7 @@
   streams (feichtenhofer/twostreamfusion) into ``models/released/<name>.h5`` for
   ``train.streams.rgb`` / ``.flow``, each tower of one of their fused nets into
   ``<name>-rgb.h5`` / ``<name>-flow.h5``, a DagNN ImageNet model into ``models/imagenet/``
-  (:func:`import_dagnn`, README: The authors' released streams).
+  (:func:`import_dagnn`, docs/frames.md: The authors' released streams).
 
 ``python -m pipeline.weights classify FILE.h5 IMAGE ...`` prints the top-5 classes of photos
 under RGB weights, to see an import work on real pictures.
@@ -467,7 +467,7 @@ def digests(path: str | Path) -> tuple[str, str]:
 def import_matconvnet(path: str | Path, out: str | Path | None = None) -> list[str]:
     """Convert MatConvNet's ``imagenet-vgg-m-2048.mat`` (or a file in its layout), or a DagNN
     model (:func:`import_dagnn`), to ``out`` (:func:`pipeline.contracts.write_pretrained`;
-    None: where the README says); returns the lines to print."""
+    None: where docs/weights.md says); returns the lines to print."""
     from pipeline.model import count_params, imagenet_network
 
     path = Path(path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,6 @@ def tiny_project(tmp_path_factory, repo_params):
 
     4 classes x 12 videos of 12 frames at 32x32 (train 28, val 4, test 16), T=1, L=4, crops of 28.
     """
-    import os
 
     from pipeline import contracts, flow, ingest, shard, synthesize
     from pipeline.params import parse_params
@@ -87,19 +88,31 @@ def tiny_project(tmp_path_factory, repo_params):
 def tiny_repro(tmp_path_factory) -> tuple[Path, str]:
     """A scratch DVC project (tests/test_dvc_pipeline.py: the tiny params) after one `dvc repro`
     of every stage, and what that printed. Shared, so never changed: tests copy it
-    (:func:`copy_project`) and may compare their outputs with its."""
+    (:func:`copy_project`) and may compare their outputs with its. Under pytest-xdist the
+    first worker that needs it makes it and the others wait for it, and read it (the
+    pattern of xdist's docs: a folder beside the workers' own, and a file lock)."""
+    from filelock import FileLock
+
     from tests.test_dvc_pipeline import _run, _scratch_project, tiny_params
 
-    project = _scratch_project(tmp_path_factory.mktemp("repro"), tiny_params)
-    return project, _run(project, "dvc", "repro")
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: its own folder
+        project = _scratch_project(tmp_path_factory.mktemp("repro"), tiny_params)
+        return project, _run(project, "dvc", "repro")
+    shared = tmp_path_factory.getbasetemp().parent  # the same for every worker of this run
+    project, printed = shared / "tiny_repro", shared / "tiny_repro.out"
+    with FileLock(str(shared / "tiny_repro.lock")):
+        if not printed.is_file():
+            shutil.rmtree(project, ignore_errors=True)  # a half-made one from a failed try
+            project.mkdir()
+            out = _run(_scratch_project(project, tiny_params), "dvc", "repro")
+            printed.write_text(out, encoding="utf-8")
+    return project, printed.read_text(encoding="utf-8")
 
 
 def copy_project(src: Path, dst: Path, cache: bool = True) -> Path:
     """A copy of the project ``src`` in ``dst`` (made or filled), its git repository and DVC
     state included; without ``cache``, without ``.dvc/cache`` (its run cache would let `dvc
     repro` restore a stage's outputs instead of running it)."""
-    import shutil
-
     skip = shutil.ignore_patterns("cache") if not cache else None
 
     def ignore(folder: str, names: list[str]) -> set[str]:

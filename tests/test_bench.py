@@ -1,5 +1,5 @@
 """``python -m pipeline.bench scale`` at two small sizes: every stage's line, the summary, and
-a growth bound (the full 1,000 / 4,000 / 13,320 run is a benchmark: README, At UCF101's size)."""
+a growth bound (the full 1,000 / 4,000 / 13,320 run is a benchmark: docs/benchmarks.md)."""
 
 import csv
 import json

@@ -1,4 +1,4 @@
-"""Faults a long run meets (README: When things go wrong): a process killed at any point, a
+"""Faults a long run meets (docs/faults.md): a process killed at any point, a
 full disk, two runs at once, a damaged file. Every stage resumes to the outputs of an
 uninterrupted run, or refuses with one message that names the file and the fix.
 
@@ -310,7 +310,7 @@ def test_every_stage_survives_a_full_disk_and_kills_anywhere(tiny_repro, tmp_pat
             }
             results = {s: run.result() for s, run in runs.items()}
     for stage, result in results.items():
-        print(f"{stage} on a full disk: {result['said']}")  # README: When things go wrong
+        print(f"{stage} on a full disk: {result['said']}")  # docs/faults.md
     problems = [p for result in results.values() for p in result["problems"]]
     assert not problems, "\n".join(problems)
     if unmounted := {w for w in why.values() if w}:

@@ -1,4 +1,4 @@
-"""The README's real-data presets must be valid `dvc exp run -S` lines for our params.yaml."""
+"""The real-data presets of docs/data.md must be valid `dvc exp run -S` lines for params.yaml."""
 
 import re
 import shlex
@@ -12,9 +12,9 @@ from .conftest import ROOT
 
 
 def _preset(name: str) -> list[str]:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs/data.md").read_text()
     block = re.search(rf"```bash\n# preset: {name}\n(.*?)```", text, re.S)
-    assert block, f"README has no '# preset: {name}' block"
+    assert block, f"docs/data.md has no '# preset: {name}' block"
     command = block.group(1)[block.group(1).index("dvc exp run") :].replace("\\\n", " ")
     args = shlex.split(command)
     return [args[i + 1] for i, a in enumerate(args) if a == "-S"]

@@ -1,7 +1,7 @@
 """ImageNet initialisation, offline: MatConvNet's VGG-M-2048 files (written here with
 scipy.io.savemat in its simplenn layouts, random weights, 96×96 input) imported and checked
 against a NumPy forward pass written from MatConvNet's definitions; VGG-16 from a Keras
-Applications weights file; cross-modality init; the README's Table 4 line."""
+Applications weights file; cross-modality init; the Table 4 line of docs/data.md."""
 
 from __future__ import annotations
 
@@ -502,7 +502,7 @@ def test_train_weights_values(raw_params, imported, tmp_path, monkeypatch):
 
 
 def _preset(name: str) -> list[str]:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs/data.md").read_text()
     command = re.search(rf"```bash\n# preset: {name}\n(.*?)```", text, re.S).group(1)
     args = shlex.split(command[command.index("dvc exp run") :].replace("\\\n", " "))
     return [args[i + 1] for i, a in enumerate(args) if a == "-S"]
@@ -511,12 +511,12 @@ def _preset(name: str) -> list[str]:
 def test_readme_table_4_line_builds_the_vgg_m_flow_tower(
     raw_params, imported, tmp_path, monkeypatch
 ):
-    """The README's Table 4 model: a preset plus ``-S model.flow_backbone=vgg_m_2048``. Its
+    """The Table 4 model of docs/data.md: a preset plus ``-S model.flow_backbone=vgg_m_2048``. Its
     flow tower takes VGG-M-2048 from models/imagenet (at this file's 96² input; the real file's
     is 224², the preset's crop); its RGB tower VGG-16 from Keras (a download: not here)."""
     from pipeline.model import apply_overrides
 
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs/data.md").read_text()
     assert "For the Table 4 model add `-S model.flow_backbone=vgg_m_2048`" in text
     overrides = _preset("ucf101") + ["model.flow_backbone=vgg_m_2048"]
     monkeypatch.chdir(tmp_path)
