@@ -8,11 +8,14 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import ROOT
 
 NUMBER = r"([\d.]+)"
 
 
+@pytest.mark.alone  # its growth bound compares wall times
 def test_scale_bench_measures_each_stage_at_each_size_and_cost_per_video_stays_flat(tmp_path):
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "pipeline.bench", "scale", "--videos", "303,404"]
