@@ -25,7 +25,7 @@ repro: $(STAMP)
 # layers/ and the keras TV-L1 must run on any Keras backend: their tests run once under JAX
 # here, then again under TensorFlow (the default) with the rest of the suite. Two pytest-xdist
 # workers, one a core; a test file stays on one worker (its module fixtures are made once), and
-# the tests marked `alone` (they compare wall times) run after, on idle cores.
+# the tests marked `alone` (they compare wall times, or hold a time limit) run after.
 test: $(STAMP) lint docs
 	KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider -n 2 tests/test_layers.py tests/test_tvl1.py
 	python -m pytest -n 2 --dist loadfile -m "not alone" --durations=10

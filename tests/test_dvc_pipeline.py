@@ -240,9 +240,15 @@ def test_bad_params_stop_the_stage_before_any_work(project):
     assert "synthetic.colors: got 9; allowed: an integer in [2, 6]" in out.stdout + out.stderr
 
 
+# The keras engine in a DVC run, with a small TV-L1 (2 levels, 1 warp): these tests are about
+# the stages it feeds and the params they read, not the flow (tests/test_tvl1.py), and it
+# compiles in a fraction of the time of the default's.
+KERAS_FLOW = ["-S", "flow.engine=keras", "-S", "flow.tvl1.nscales=2", "-S", "flow.tvl1.warps=1"]
+
+
 def test_keras_flow_engine_feeds_the_same_stages(project):
     _run(project, "dvc", "repro")
-    out = _run(project, "dvc", "exp", "run", "-S", "flow.engine=keras")
+    out = _run(project, "dvc", "exp", "run", *KERAS_FLOW)
     assert "Running stage 'flow'" in out and "16 computed" in out  # the engine is in the key
     for stage in ("shard", "train_fusion", "evaluate_fusion", "report"):
         assert f"Running stage '{stage}'" in out
@@ -406,7 +412,7 @@ def test_every_stage_declares_exactly_the_params_it_reads(
     dvc.yaml every key it read, and read every key (every key of a section) it declares; the
     keys that only steer a run (RUN_ONLY) must be read by nobody's declaration."""
     _run(project, "dvc", "repro")
-    _run(project, "dvc", "exp", "run", "-S", "flow.engine=keras")  # cached if it ran before
+    _run(project, "dvc", "exp", "run", *KERAS_FLOW)  # cached if it ran before
     reads = {}
     for line in _reads_log(project).read_text(encoding="utf-8").splitlines():
         entry = json.loads(line)
