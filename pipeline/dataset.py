@@ -142,12 +142,12 @@ def _mirror_pairs(pairs: tf.Tensor) -> tf.Tensor:
     pairs = tf.reverse(pairs, axis=[1])
     shift = 0 if sys.byteorder == "little" else 8  # where the bitcast put x's byte
     x = tf.bitwise.right_shift(pairs, shift) & 255
-    return pairs + tf.bitwise.left_shift(tf.minimum(256 - x, 255) - x, shift)
+    return pairs + tf.bitwise.left_shift(_mirror_x(x) - x, shift)  # modulo 2**16: exact
 
 
 def _mirror_x(u: tf.Tensor) -> tf.Tensor:
-    """Flow x values of a mirrored image, in uint8: ``min(256 - u, 255)``."""
-    return (tf.constant(255, tf.uint8) - u) + tf.cast(u > 0, tf.uint8)
+    """Flow x values (0..255, any unsigned dtype) of a mirrored image: ``min(256 - u, 255)``."""
+    return (tf.constant(255, u.dtype) - u) + tf.cast(u > 0, u.dtype)
 
 
 def flip_clip(clip: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:

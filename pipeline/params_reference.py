@@ -88,9 +88,7 @@ def stages_reading(dvc: dict) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for stage, spec in dvc["stages"].items():
         for entry in spec.get("params", []):
-            names = entry if isinstance(entry, dict) else {entry: None}
-            for name in names:
-                out.setdefault(str(name), []).append(stage)
+            out.setdefault(entry, []).append(stage)
     return out
 
 

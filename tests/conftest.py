@@ -13,6 +13,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+SMALL_TVL1 = {"nscales": 2, "warps": 1, "outer_iterations": 2, "inner_iterations": 3}
+"""flow.tvl1 for tests of the keras engine's plumbing (stages, resuming, Ray actors), not of its
+flow (tests/test_tvl1.py): the same code, compiled in a fraction of the default's time."""
+
 
 @pytest.fixture(scope="session")
 def repo_params() -> dict:
@@ -45,7 +49,6 @@ def tiny_project(tmp_path_factory, repo_params):
 
     4 classes x 12 videos of 12 frames at 32x32 (train 28, val 4, test 16), T=1, L=4, crops of 28.
     """
-
     from pipeline import contracts, flow, ingest, shard, synthesize
     from pipeline.params import parse_params
 

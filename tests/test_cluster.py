@@ -38,7 +38,7 @@ from pipeline.flow_schedulers import ray_scheduler  # noqa: E402
 from pipeline.params import ParamsError, parse_params  # noqa: E402
 from pipeline.synthesize import write_video  # noqa: E402
 
-from .conftest import ROOT  # noqa: E402
+from .conftest import ROOT, SMALL_TVL1  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 
@@ -358,9 +358,7 @@ def test_at_most_max_in_flight_tasks_are_in_the_air(two_nodes, tmp_path):
 
 def test_keras_engine_on_ray_actors_writes_the_local_records(two_nodes, tmp_path, fp):
     _, c = two_nodes
-    small = dataclasses.replace(  # a small solver: the same code, compiled quickly
-        fp.tvl1, nscales=2, warps=1, outer_iterations=2, inner_iterations=3
-    )
+    small = dataclasses.replace(fp.tvl1, **SMALL_TVL1)  # the same code, compiled quickly
     p = dataclasses.replace(fp, engine="keras", batch=4, tvl1=small)
     rows = _videos(tmp_path / "raw", n=3, frames=4, size=24)
     rows.append({**rows[0], "video_id": "short", "frames": 99})

@@ -14,6 +14,7 @@ import re
 import shlex
 
 import pytest
+from markdown.extensions.toc import slugify
 
 from pipeline import params_reference
 from pipeline.model import apply_overrides
@@ -65,15 +66,12 @@ def test_the_readme_is_a_front_door():
         assert command in _text(README)
 
 
-def _slug(heading: str) -> str:
-    """The anchor MkDocs' toc extension gives a heading (its default slugify)."""
-    text = re.sub(r"[^\w\s-]", "", heading.strip().lower())
-    return re.sub(r"[-\s]+", "-", text).strip("-")
-
-
 def _anchors(path) -> set[str]:
+    """The anchors MkDocs gives a page's headings: Python-Markdown's toc extension, whose
+    default ``slugify`` MkDocs keeps (markdown/extensions/toc.py, ``slugify``), called here
+    on the heading's text (inline code's backticks are dropped by it as by the rendering)."""
     text = re.sub(r"```.*?```", "", _text(path), flags=re.S)
-    return {_slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+    return {slugify(h.strip(), "-") for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
 
 
 def test_the_readmes_links_resolve():
@@ -111,9 +109,7 @@ def _help(module: str, words: list[str]) -> str | None:
     mod = importlib.import_module(module)
     if not inspect.signature(mod.main).parameters:
         return None
-    for argv in ([words[0], "--help"] if words else None, ["--help"]):
-        if argv is None:
-            continue
+    for argv in ([[words[0], "--help"]] if words else []) + [["--help"]]:
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
             try:

@@ -12,7 +12,7 @@ import yaml
 
 from pipeline.params import READS_LOG, RUN_ONLY
 
-from .conftest import ROOT, copy_project
+from .conftest import ROOT, SMALL_TVL1, copy_project
 
 
 def _reads_log(cwd):
@@ -240,10 +240,11 @@ def test_bad_params_stop_the_stage_before_any_work(project):
     assert "synthetic.colors: got 9; allowed: an integer in [2, 6]" in out.stdout + out.stderr
 
 
-# The keras engine in a DVC run, with a small TV-L1 (2 levels, 1 warp): these tests are about
-# the stages it feeds and the params they read, not the flow (tests/test_tvl1.py), and it
-# compiles in a fraction of the time of the default's.
-KERAS_FLOW = ["-S", "flow.engine=keras", "-S", "flow.tvl1.nscales=2", "-S", "flow.tvl1.warps=1"]
+# The keras engine in a DVC run, with a small TV-L1 (conftest.SMALL_TVL1): these tests are
+# about the stages it feeds and the params they read, not the flow.
+KERAS_FLOW = ["-S", "flow.engine=keras"] + [
+    arg for key, value in SMALL_TVL1.items() for arg in ("-S", f"flow.tvl1.{key}={value}")
+]
 
 
 def test_keras_flow_engine_feeds_the_same_stages(project):

@@ -15,7 +15,7 @@ from pipeline import flow as fl
 from pipeline.params import parse_params
 from pipeline.synthesize import write_video
 
-from .conftest import ROOT
+from .conftest import ROOT, SMALL_TVL1
 
 
 @pytest.fixture
@@ -350,7 +350,7 @@ def test_keras_engine_resumes_to_the_same_records(tmp_path, fp, videos, monkeypa
     computes the rest, and every record equals an uninterrupted run's, byte for byte (a pair's
     flow does not depend on which pairs shared its batch). A small TV-L1 (2 levels, 1 warp):
     what is tested is the resume, and the solver compiles in a fraction of the time."""
-    small = dataclasses.replace(fp.tvl1, nscales=2, warps=1, outer_iterations=2, inner_iterations=3)
+    small = dataclasses.replace(fp.tvl1, **SMALL_TVL1)
     p = dataclasses.replace(fp, engine="keras", batch=4, tvl1=small)
     rows = _rows(videos)
     clean = fl.run_flow(p, rows, tmp_path / "clean", tmp_path / "f.csv")
