@@ -115,23 +115,42 @@ def test_pyramid_stops_like_opencv(defaults):
     assert tvl1.pyramid_sizes(24, 30, defaults) == [(24, 30), (19, 24)]  # 15 < 16: stop
 
 
+def _itself(i0: np.ndarray, i1: np.ndarray, t, seeds: int = 10) -> np.ndarray:
+    """How far OpenCV is from itself, per pair: the largest mean end-point difference between
+    its flow and its flow of the same frames moved by 1e-6 of the grey range (``seeds``
+    draws). TV-L1 amplifies a rounding difference: up to 1e-3 px at ε = 0 and 0.02 px with its
+    stopping rule on these fixtures (docs/flow.md, Agreement); two implementations that round
+    differently can differ by as much."""
+    theirs, worst = _opencv(i0, i1, t), np.zeros(len(i0))
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        noisy = [(x / 255 + rng.normal(0, 1e-6, x.shape)).astype(np.float32) for x in (i0, i1)]
+        worst = np.maximum(worst, _epe(_opencv(*noisy, t), theirs).mean(axis=(1, 2)))
+    return worst
+
+
 def test_equal_to_opencv_without_the_stopping_rule(pairs, defaults):
+    """Run to the end, as close to OpenCV as OpenCV is to itself (within 1.25 times that)."""
     t = dataclasses.replace(defaults, epsilon=0.0)
-    diff = _epe(tvl1.tvl1(*pairs, t), _opencv(*pairs, t))
-    assert diff.mean(axis=(1, 2)).max() <= 1e-3, diff.mean(axis=(1, 2))
+    diff = _epe(tvl1.tvl1(*pairs, t), _opencv(*pairs, t)).mean(axis=(1, 2))
+    itself = _itself(*pairs, t)
+    assert (diff <= 1.25 * itself).all(), (diff, itself)
 
 
 def test_close_to_opencv_with_its_defaults(pairs, defaults):
-    """Solved padded into a larger bucket (as the flow stage does), at two frame sizes that
-    share one compiled solver: the padding never reaches the flow."""
+    """With the stopping rule, as close to OpenCV as OpenCV is to itself (a rounding moves
+    the stop by an iteration), solved padded into a larger bucket (as the flow stage does),
+    at two frame sizes that share one compiled solver: the padding never reaches the flow."""
     before = tvl1.STATS.compiles
     ours, theirs = tvl1.tvl1(*pairs, defaults, (64, 96)), _opencv(*pairs, defaults)
     diff = _epe(ours, theirs)
-    assert diff.mean(axis=(1, 2)).max() <= 0.02, diff.mean(axis=(1, 2))
+    itself = _itself(*pairs, defaults)
+    assert (diff.mean(axis=(1, 2)) <= 1.25 * itself).all(), (diff.mean(axis=(1, 2)), itself)
     assert np.percentile(diff, 95, axis=(1, 2)).max() <= 0.08
     small = tuple(np.ascontiguousarray(f[:, 5:45, 3:61]) for f in pairs)  # 58x40
     small_diff = _epe(tvl1.tvl1(*small, defaults, (64, 96)), _opencv(*small, defaults))
-    assert small_diff.mean(axis=(1, 2)).max() <= 0.02, small_diff.mean(axis=(1, 2))
+    small_diff, small_itself = small_diff.mean(axis=(1, 2)), _itself(*small, defaults)
+    assert (small_diff <= 1.25 * small_itself).all(), (small_diff, small_itself)
     assert tvl1.STATS.compiles == before + 1, tvl1.STATS.line()
     # against the known shift (inside a margin the shift moves texture across)
     truth = np.array(SHIFT, np.float32)
