@@ -277,7 +277,10 @@ def test_missing_manifest_says_run_ingest(tmp_path, raw_params, monkeypatch):
 
 def test_keras_engine_writes_the_records_opencv_does(tmp_path, fp, videos, raw_params):
     """Same schema and frames, flows within JPEG rounding; a bad video fails alone; the cache
-    keys on the engine actually run; the reader takes the records unchanged."""
+    keys on the engine actually run; the reader takes the records unchanged. Both engines
+    with a small TV-L1 (conftest.SMALL_TVL1): the solvers' agreement at the defaults is
+    tests/test_tvl1.py's, on both backends; here, the records around them."""
+    fp = dataclasses.replace(fp, tvl1=dataclasses.replace(fp.tvl1, **SMALL_TVL1))
     wide = _shifted_video(tmp_path / "raw" / "wide.avi", 1.0, 0.0, frames=5, size=48)
     broken = tmp_path / "raw" / "broken.avi"
     broken.write_bytes(b"not a video")
