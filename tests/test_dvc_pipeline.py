@@ -335,6 +335,7 @@ def test_class_names_with_spaces_and_any_script_end_to_end(experiment):
 
 
 def test_predict_one_video_with_the_trained_model(experiment):
+    """The fused net of the experiment on a video of a class with a non-ASCII name."""
     project = experiment[0]
     video = "videos/café crème/clip 3 è.avi"
     out = _run(
@@ -349,10 +350,14 @@ def test_predict_one_video_with_the_trained_model(experiment):
     scores = [float(score) for _, score in ranked]
     assert scores == sorted(scores, reverse=True)
     assert 0 < sum(scores) <= 1 + 0.0005 * len(scores)  # all 3 classes, each rounded to 3 places
-    out = _run(
-        project, sys.executable, "-m", "pipeline.predict", video, "--model", "models/rgb.keras"
-    )
-    assert "1. " in out
+
+
+def test_predict_with_a_stream_model(project):
+    """--model: one stream's model (the shared project's, whose flow engine is OpenCV's)."""
+    video = "data/raw/synthetic/GreenUp/v_GreenUp_g01_c01.avi"
+    out = _run(project, sys.executable, "-m", "pipeline.predict", video,
+               "--model", "models/rgb.keras", stdout_only=True)  # fmt: skip
+    assert out.splitlines()[0].startswith(f"{video} (models/rgb.keras") and "1. " in out, out
 
 
 @pytest.fixture(scope="module")
