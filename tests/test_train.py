@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -87,22 +88,33 @@ def test_streams_train_save_and_log_curves(tiny_project, tmp_path, capsys, monke
     assert not (tmp_path / "checkpoints/flow").exists()  # removed once the stage is done
 
 
-def test_same_seed_same_model(tiny_project, tmp_path):
-    a = _weights(_train(tiny_project, "rgb", tmp_path / "a", epochs=1))
-    b = _weights(_train(tiny_project, "rgb", tmp_path / "b", epochs=1))
+@pytest.fixture(scope="module")
+def streams(tiny_project, tmp_path_factory):
+    """Both streams trained one epoch (models in ``<folder>/models``), for the tests of the
+    fused net that starts from them, and of a second training with the same seed."""
+    folder = tmp_path_factory.mktemp("streams")
+    return (
+        folder,
+        _train(tiny_project, "rgb", folder, epochs=1),
+        _train(tiny_project, "flow", folder, epochs=1),
+    )
+
+
+def test_same_seed_same_model(tiny_project, streams, tmp_path):
+    a = _weights(streams[1])
+    b = _weights(_train(tiny_project, "rgb", tmp_path, epochs=1))
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
 
 
-def test_fusion_starts_from_the_streams(tiny_project, tmp_path):
-    rgb = _train(tiny_project, "rgb", tmp_path, epochs=1)
-    flow = _train(tiny_project, "flow", tmp_path, epochs=1)
+def test_fusion_starts_from_the_streams(tiny_project, streams):
+    folder, rgb, flow = streams
     params = load_params(tiny_project / "params.yaml")
     for head_init in ("streams", "random"):
         p = dataclasses.replace(
             params, fusion=dataclasses.replace(params.fusion, head_init=head_init)
         )
-        fused, notes = tr.build_model("fusion", p, 4, tmp_path / "models")
+        fused, notes = tr.build_model("fusion", p, 4, folder / "models")
         sources = {layer.name: layer for layer in rgb.layers + flow.layers}
         above = set(fused.appearance_above)
         for layer in fused.layers:
@@ -119,9 +131,13 @@ def test_fusion_starts_from_the_streams(tiny_project, tmp_path):
         )
 
 
-def test_fusion_stage_trains_and_late_fusion_only_assembles(tiny_project, tmp_path, capsys):
-    _train(tiny_project, "rgb", tmp_path, epochs=1)
-    _train(tiny_project, "flow", tmp_path, epochs=1)
+def test_fusion_stage_trains_and_late_fusion_only_assembles(
+    tiny_project, streams, tmp_path, capsys
+):
+    (tmp_path / "models").mkdir()
+    for name in ("rgb", "flow"):
+        shutil.copy(streams[0] / f"models/{name}.keras", tmp_path / f"models/{name}.keras")
+    capsys.readouterr()
     _train(tiny_project, "fusion", tmp_path)
     assert "train fusion: epoch 2/2" in capsys.readouterr().out
     fused = keras.saving.load_model(tmp_path / "models/fusion.keras")
@@ -178,8 +194,6 @@ def _run_stage(project, stream, kill_after_epoch=None):
 
 
 def test_killed_training_resumes_to_the_uninterrupted_result(tiny_project, tmp_path):
-    import shutil
-
     runs = {}
     for name in ("straight", "killed"):
         project = tmp_path / name
