@@ -28,6 +28,7 @@ eagerly. The loops are ``keras.ops.while_loop``: no Python loop runs per iterati
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass, field
@@ -231,14 +232,22 @@ def warp(images: object, u1: object, u2: object, valid: tuple | None = None) -> 
 
 
 def _warp_iterations(
-    warped: tuple, i0: object, u1: object, u2: object, p: tuple, valid: tuple, t: TVL1Params
+    warped: tuple,
+    i0: object,
+    u1: object,
+    u2: object,
+    p: tuple,
+    valid: tuple,
+    eps2: object,
+    t: TVL1Params,
 ) -> tuple:
-    """One warp: OpenCV's outer × inner iterations, each pair stopping on its own. Only the
-    frame ``[:h, :w]`` (``valid``) counts towards the stopping rule."""
+    """One warp: OpenCV's outer × inner iterations, each pair stopping on its own once a step
+    moves its flow by at most ``eps2`` (ε², an input of the compiled solver) per pixel. Only
+    the frame ``[:h, :w]`` (``valid``) counts towards the stopping rule."""
     b, hp, wp = i0.shape
     h, w = valid
     l_t, taut, theta = t.lambda_ * t.theta, t.tau / t.theta, t.theta
-    scaled_eps = t.epsilon * t.epsilon * ops.cast(h * w, "float32")
+    scaled_eps = eps2 * ops.cast(h * w, "float32")
     inside = ops.logical_and(
         ops.arange(hp, dtype="int32")[:, None] < h, ops.arange(wp, dtype="int32")[None, :] < w
     )[None]
@@ -299,7 +308,7 @@ def _warp_iterations(
 
 
 def _one_level(
-    i0: object, i1: object, u1: object, u2: object, valid: tuple, t: TVL1Params
+    i0: object, i1: object, u1: object, u2: object, valid: tuple, eps2: object, t: TVL1Params
 ) -> tuple:
     """OpenCV's procOneScale for a batch: ``warps`` warps, dual variables carried across. The
     warps are a loop of the graph, not unrolled while tracing: one copy of a warp's ops per
@@ -311,7 +320,7 @@ def _one_level(
         u1, u2, *p = state
         warped = warp(images, u1, u2, valid)
         warped = (warped[..., 0], warped[..., 1], warped[..., 2])
-        u1, u2, p = _warp_iterations(warped, i0, u1, u2, tuple(p), valid, t)
+        u1, u2, p = _warp_iterations(warped, i0, u1, u2, tuple(p), valid, eps2, t)
         return (u1, u2, *p)
 
     zeros = ops.zeros_like(i0)
@@ -358,9 +367,13 @@ def plan(
     return np.asarray(sizes, np.int32), tuple(mats)
 
 
-def _tvl1(i0: object, i1: object, sizes: object, mats: tuple, t: TVL1Params) -> object:
+def _tvl1(
+    i0: object, i1: object, sizes: object, mats: tuple, eps2: object, t: TVL1Params
+) -> object:
     """The flow of frames ``i0``, ``i1`` ``(B, H, W)``, each the frame ``sizes[0]`` padded, with
-    :func:`plan`'s ``sizes`` and ``mats``; ``(B, H, W, 2)``, the flow in ``[:, :h, :w]``."""
+    :func:`plan`'s ``sizes`` and ``mats`` and the stopping threshold ``eps2`` (ε²: ``t.epsilon``
+    is not read, so runs that differ in ε alone share a compiled solver); ``(B, H, W, 2)``, the
+    flow in ``[:, :h, :w]``."""
     b, hp, wp = i0.shape
     levels = sizes.shape[0]
     valid = [(sizes[s, 0], sizes[s, 1]) for s in range(levels)]
@@ -372,7 +385,7 @@ def _tvl1(i0: object, i1: object, sizes: object, mats: tuple, t: TVL1Params) -> 
         i1s.append(_resize(i1s[-1], ry, rx))
     u1 = u2 = ops.zeros(i0s[-1].shape, "float32")
     for k, s in enumerate(range(levels - 1, -1, -1)):
-        u1, u2 = _one_level(i0s[s], i1s[s], u1, u2, valid[s], t)
+        u1, u2 = _one_level(i0s[s], i1s[s], u1, u2, valid[s], eps2, t)
         if s:
             ry, rx = up[2 * k], up[2 * k + 1]
             u1 = _resize(u1, ry, rx) * (1 / t.scale_step)
@@ -463,11 +476,16 @@ def _check(t: TVL1Params) -> None:
         raise ValueError("the keras engine implements median_filtering 1 (off) or 5 (OpenCV's)")
 
 
-@functools.lru_cache(maxsize=16)
 def compiled(t: TVL1Params) -> object:
-    """The solver for ``t`` as ``run(i0, i1, sizes, mats)`` (:func:`_tvl1`), compiled by the
-    backend once per (batch, bucket, level count): XLA on TensorFlow and JAX; other backends
-    run it eagerly. Compiles are counted in :data:`STATS`."""
+    """The solver for ``t`` as ``run(i0, i1, sizes, mats, eps2)`` (:func:`_tvl1`), compiled by
+    the backend once per (batch, bucket, level count): XLA on TensorFlow and JAX; other
+    backends run it eagerly. ε is an input, not part of the solver: one serves every ε.
+    Compiles are counted in :data:`STATS`."""
+    return _compiled(dataclasses.replace(t, epsilon=0.0))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(t: TVL1Params) -> object:
     _check(t)
     fn = functools.partial(_tvl1, t=t)
     backend = keras.backend.backend()
@@ -476,7 +494,7 @@ def compiled(t: TVL1Params) -> object:
 
         jitted, executables = jax.jit(fn), {}
 
-        def run(i0: object, i1: object, sizes: object, mats: tuple) -> object:
+        def run(i0: object, i1: object, sizes: object, mats: tuple, eps2: object) -> object:
             # full float32 matrix products: on GPUs JAX would otherwise use TF32 for the
             # resizing matmuls, an error OpenCV's resize does not make
             with jax.default_matmul_precision("highest"):
@@ -484,10 +502,10 @@ def compiled(t: TVL1Params) -> object:
                 if key not in executables:
                     start = time.perf_counter()
                     before = _jax_cache_hits()
-                    executables[key] = jitted.lower(i0, i1, sizes, mats).compile()
+                    executables[key] = jitted.lower(i0, i1, sizes, mats, eps2).compile()
                     _count(i0.shape, time.perf_counter() - start)
                     STATS.cached += _jax_cache_hits() - before
-                return executables[key](i0, i1, sizes, mats)
+                return executables[key](i0, i1, sizes, mats, eps2)
 
         return run
     if backend == "tensorflow":
@@ -495,12 +513,12 @@ def compiled(t: TVL1Params) -> object:
 
         traced, seen = tf.function(fn, jit_compile=True, reduce_retracing=False), set()
 
-        def run_tf(i0: object, i1: object, sizes: object, mats: tuple) -> object:
+        def run_tf(i0: object, i1: object, sizes: object, mats: tuple, eps2: object) -> object:
             key = tuple(i0.shape)
             if key in seen:
-                return traced(i0, i1, sizes, mats)
+                return traced(i0, i1, sizes, mats, eps2)
             start = time.perf_counter()
-            out = traced(i0, i1, sizes, mats)
+            out = traced(i0, i1, sizes, mats, eps2)
             _count(key, time.perf_counter() - start)
             seen.add(key)
             return out
@@ -563,5 +581,6 @@ def tvl1(
         ops.convert_to_tensor(padded[1]),
         ops.convert_to_tensor(sizes),
         tuple(ops.convert_to_tensor(m) for m in mats),
+        ops.convert_to_tensor(np.float32(t.epsilon * t.epsilon)),  # as the constant it was
     )
     return np.asarray(ops.convert_to_numpy(out), np.float32)[:, :h, :w]

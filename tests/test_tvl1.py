@@ -132,17 +132,20 @@ def _itself(i0: np.ndarray, i1: np.ndarray, t, seeds: int = 10) -> np.ndarray:
 def test_equal_to_opencv_without_the_stopping_rule(pairs, defaults):
     """Run to the end, as close to OpenCV as OpenCV is to itself (within 1.25 times that)."""
     t = dataclasses.replace(defaults, epsilon=0.0)
-    diff = _epe(tvl1.tvl1(*pairs, t), _opencv(*pairs, t)).mean(axis=(1, 2))
-    itself = _itself(*pairs, t)
+    diff = _epe(tvl1.tvl1(*pairs, t, (64, 96)), _opencv(*pairs, t)).mean(axis=(1, 2))
+    itself = _itself(*pairs, t, seeds=3)  # each OpenCV run goes to the end: 1.5 s
     assert (diff <= 1.25 * itself).all(), (diff, itself)
 
 
 def test_close_to_opencv_with_its_defaults(pairs, defaults):
     """With the stopping rule, as close to OpenCV as OpenCV is to itself (a rounding moves
     the stop by an iteration), solved padded into a larger bucket (as the flow stage does),
-    at two frame sizes that share one compiled solver: the padding never reaches the flow."""
+    at two frame sizes that share one compiled solver: the padding never reaches the flow.
+    (ε is an input of the solver: the test above, at ε = 0, may have compiled it.)"""
     before = tvl1.STATS.compiles
     ours, theirs = tvl1.tvl1(*pairs, defaults, (64, 96)), _opencv(*pairs, defaults)
+    compiled = tvl1.STATS.compiles
+    assert compiled <= before + 1
     diff = _epe(ours, theirs)
     itself = _itself(*pairs, defaults)
     assert (diff.mean(axis=(1, 2)) <= 1.25 * itself).all(), (diff.mean(axis=(1, 2)), itself)
@@ -151,7 +154,8 @@ def test_close_to_opencv_with_its_defaults(pairs, defaults):
     small_diff = _epe(tvl1.tvl1(*small, defaults, (64, 96)), _opencv(*small, defaults))
     small_diff, small_itself = small_diff.mean(axis=(1, 2)), _itself(*small, defaults)
     assert (small_diff <= 1.25 * small_itself).all(), (small_diff, small_itself)
-    assert tvl1.STATS.compiles == before + 1, tvl1.STATS.line()
+    tvl1.tvl1(*small, dataclasses.replace(defaults, epsilon=0.0), (64, 96))  # another ε
+    assert tvl1.STATS.compiles == compiled, tvl1.STATS.line()  # no compile for either
     # against the known shift (inside a margin the shift moves texture across)
     truth = np.array(SHIFT, np.float32)
     inner = (slice(4, -4), slice(4, -4))
