@@ -22,13 +22,12 @@ $(STAMP): pyproject.toml requirements.lock
 repro: $(STAMP)
 	dvc repro
 
-# layers/ and the keras TV-L1 must run on any Keras backend: their tests run once under JAX
-# here, then again under TensorFlow (the default) with the rest of the suite. Two pytest-xdist
-# workers, one a core; a test file stays on one worker (its module fixtures are made once), and
-# the tests marked `alone` (they compare wall times, or hold a time limit) run after.
+# Two pytest-xdist workers, one a core; a test file stays on one worker (its module fixtures
+# are made once; tests/conftest.py groups the files), tests/test_on_jax.py runs the tests of
+# layers/ and the keras TV-L1 again under JAX, and the tests marked `alone` (they compare wall
+# times, or hold a time limit) run after, on idle cores.
 test: $(STAMP) lint docs
-	KERAS_BACKEND=jax python -m pytest -q -p no:cacheprovider -n 2 tests/test_layers.py tests/test_tvl1.py
-	python -m pytest -n 2 --dist loadfile -m "not alone" --durations=10
+	python -m pytest -n 2 --dist loadgroup -m "not alone" --durations=10
 	python -m pytest -p no:cacheprovider -m alone --durations=10
 
 # The guides in docs/ as a site in site/; --strict: a broken link or anchor, or a page missing

@@ -1,6 +1,6 @@
 """layers/ against independent NumPy references, on whichever Keras backend is selected.
 
-`make test` runs this file twice: under JAX (KERAS_BACKEND=jax) and, with the rest of the suite,
+`make test` runs this file twice: under JAX (tests/test_on_jax.py) and, with the rest of the suite,
 under TensorFlow. Tolerances: elementwise layers exact; convolution, bilinear and LRN within
 1e-5 relative (float32 sums in a different order).
 """

@@ -1,0 +1,28 @@
+"""layers/ and the keras TV-L1 must run on any Keras backend: their tests run under
+TensorFlow with the rest of the suite, and again here under JAX, in a process of their own
+(Keras reads KERAS_BACKEND once, at import). One test of the parallel run, so pytest-xdist
+fits it beside the others rather than after them."""
+
+import os
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+FILES = ("tests/test_layers.py", "tests/test_tvl1.py")
+
+
+def test_layers_and_the_keras_tvl1_pass_under_jax():
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--durations=5", *FILES],
+        cwd=ROOT,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-12000:]
+    assert "keras backend: jax" in run.stdout, run.stdout[:3000]  # conftest's header line
+    summary = run.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "failed" not in summary and "error" not in summary, summary
