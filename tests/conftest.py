@@ -18,21 +18,23 @@ SMALL_TVL1 = {"nscales": 2, "warps": 1, "outer_iterations": 2, "inner_iterations
 flow (tests/test_tvl1.py): the same code, compiled in a fraction of the default's time."""
 
 
+LONG_FIRST = (
+    "test_ablate.py",  # makes tiny_repro while the other worker runs test_train.py
+    "test_train.py",
+    "test_dvc_pipeline.py",
+    "test_faults.py",
+    "test_rawframes.py",
+    "test_weights.py",
+    "test_on_jax.py",
+)
+"""The files that take longest, in the order pytest-xdist hands them out (make test:
+``--dist loadfile --no-loadscope-reorder``): the long ones start first and the many short
+files fill the end, instead of xdist's default of the files with the most tests first."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist (make test: ``--dist loadgroup``): a file's tests stay on one
-    worker, so its module fixtures are made once, and the files that use the session's
-    ``tiny_project`` share a worker, so it is made once, not once a worker."""
-    shared = {item.path for item in items if "tiny_project" in item.fixturenames}
-    for item in items:
-        group = "tiny_project" if item.path in shared else item.path.name
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
-def pytest_report_header() -> str:
-    """The Keras backend the tests run on (make test: TensorFlow; tests/test_on_jax.py: JAX)."""
-    import keras
-
-    return f"keras backend: {keras.backend.backend()}"
+    rank = {name: k for k, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file as written
 
 
 @pytest.fixture(scope="session")
