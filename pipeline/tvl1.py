@@ -28,10 +28,9 @@ eagerly. The loops are ``keras.ops.while_loop``: no Python loop runs per iterati
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -481,7 +480,7 @@ def compiled(t: TVL1Params) -> object:
     the backend once per (batch, bucket, level count): XLA on TensorFlow and JAX; other
     backends run it eagerly. ε is an input, not part of the solver: one serves every ε.
     Compiles are counted in :data:`STATS`."""
-    return _compiled(dataclasses.replace(t, epsilon=0.0))
+    return _compiled(replace(t, epsilon=0.0))
 
 
 @functools.lru_cache(maxsize=16)
