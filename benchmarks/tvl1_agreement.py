@@ -27,6 +27,7 @@ from tests.test_tvl1 import (  # noqa: E402
     _opencv,
     _real_looking,
     _texture,
+    moved,
     parse_params_raw,
 )
 
@@ -43,7 +44,7 @@ def main() -> None:
     for label, eps in (("epsilon 0", 0.0), ("defaults", t.epsilon)):
         q = dataclasses.replace(t, epsilon=eps)
         ours, theirs = tvl1.tvl1(i0, i1, q), _opencv(i0, i1, q)
-        noisy = [(x / 255 + rng.normal(0, 1e-6, x.shape)).astype(np.float32) for x in (i0, i1)]
+        noisy = [moved(x, rng) for x in (i0, i1)]
         again = _opencv(*noisy, q)
         results[label] = (_epe(ours, theirs), _epe(again, theirs), ours, theirs)
     print(

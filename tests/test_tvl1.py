@@ -124,9 +124,15 @@ def _itself(i0: np.ndarray, i1: np.ndarray, t, seeds: int = 10) -> np.ndarray:
     theirs, worst = _opencv(i0, i1, t), np.zeros(len(i0))
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
-        noisy = [(x / 255 + rng.normal(0, 1e-6, x.shape)).astype(np.float32) for x in (i0, i1)]
+        noisy = [moved(x, rng) for x in (i0, i1)]
         worst = np.maximum(worst, _epe(_opencv(*noisy, t), theirs).mean(axis=(1, 2)))
     return worst
+
+
+def moved(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """uint8 ``frames`` as OpenCV's float input (0–1) moved by a rounding: noise of 1e-6 of
+    the grey range (benchmarks/tvl1_agreement.py's "OpenCV vs itself" too)."""
+    return (frames / 255 + rng.normal(0, 1e-6, frames.shape)).astype(np.float32)
 
 
 def test_equal_to_opencv_without_the_stopping_rule(pairs, defaults):
