@@ -47,9 +47,15 @@ def _scratch_project(dst, edit):
     edit(params)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
     _run(dst, "git", "init", "-q")
-    _run(dst, "git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
-    _run(dst, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    _commit(dst, "init", "-A")
     return dst
+
+
+def _commit(cwd, message, *paths):
+    """``git add`` of ``paths`` and a commit, by a throwaway author."""
+    git = ("git", "-c", "user.email=t@t", "-c", "user.name=t")
+    _run(cwd, *git, "add", *paths)
+    _run(cwd, *git, "commit", "-qm", message)
 
 
 def tiny_params(params: dict) -> None:
@@ -279,8 +285,7 @@ def experiment(tiny_repro, tmp_path_factory):
         for index in range(4):
             video = render_video(look, label, index)
             write_video(project / "videos" / name / f"clip {index} è.avi", video)
-    _run(project, "git", "add", "videos")
-    _run(project, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "videos")
+    _commit(project, "videos", "videos")
     synthetic = project / "data/raw/synthetic/RedUp/v_RedUp_g01_c01.avi"
     before = synthetic.read_bytes()
     out = _run(
