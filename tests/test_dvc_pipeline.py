@@ -230,30 +230,6 @@ def test_editing_a_stage_module_reruns_that_stage_alone(project):
             assert f"Stage '{stage}' didn't change" in out
 
 
-def test_a_fusion_change_leaves_the_streams_cached(project):
-    """(Last of the tests that run stages in ``project``: the fused net it trains stays.)"""
-    _run(project, "dvc", "repro")
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    original = params["fusion"]["method"]
-    params["fusion"]["method"] = "max"
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    try:
-        status = _run(project, "dvc", "status")
-        assert "train_fusion:" in status and "modified:" in status
-        assert "train_rgb" not in status and "train_flow" not in status
-        out = _run(project, "dvc", "repro")
-        rerun = ("train_fusion", "evaluate_fusion", "report")
-        assert sorted(line for line in out.splitlines() if line.startswith("Running stage")) == [
-            f"Running stage '{stage}':" for stage in sorted(rerun)
-        ]
-        for stage in set(STAGES) - set(rerun):
-            assert f"Stage '{stage}' didn't change" in out
-        assert "| Two-stream fusion | max | relu5 | avg2d |" in out
-    finally:
-        params["fusion"]["method"] = original
-        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 CLASSES = ("air drumming", "café crème", "прыжки в длину")
 """Kinetics has spaces in its class names; other datasets use any script."""
 
