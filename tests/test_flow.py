@@ -1,9 +1,7 @@
 import dataclasses
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import cv2
 import numpy as np
@@ -15,7 +13,7 @@ from pipeline import flow as fl
 from pipeline.params import parse_params
 from pipeline.synthesize import write_video
 
-from .conftest import ROOT, SMALL_TVL1
+from .conftest import SMALL_TVL1
 
 
 @pytest.fixture
@@ -170,55 +168,6 @@ def _project(tmp_path, rows, params):
     ]
     (tmp_path / "data/manifest.csv").write_text("\n".join(lines) + "\n")
     return tmp_path
-
-
-def test_killed_run_resumes_to_identical_records(tmp_path, raw_params, videos):
-    more = videos + [
-        _shifted_video(tmp_path / "raw" / f"vid{i}.avi", 0.3, -0.1 * i, frames=10, size=64, seed=i)
-        for i in range(4, 12)
-    ]
-    rows = _rows(more)
-    raw_params["flow"].update(workers=1, size=None)
-    reference = tmp_path / "reference"
-    fl.run_flow(parse_params(raw_params).flow, rows, reference / "videos", reference / "f.csv")
-
-    project = _project(tmp_path / "killed", rows, raw_params)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.flow"],
-        cwd=project,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    log = project / "data/videos" / fl.CACHE_LOG
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if log.exists() and len(log.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the stage and its workers, mid-way
-    proc.wait()
-    done_before = len(log.read_text().splitlines())
-    assert 2 <= done_before < len(rows)
-
-    resumed = subprocess.run(
-        [sys.executable, "-m", "pipeline.flow"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"({done_before} reused from cache, {len(rows) - done_before} computed" in resumed.stdout
-    for row in rows:
-        name = f"{row['video_id']}.tfrecord"
-        assert (project / "data/videos" / name).read_bytes() == (
-            reference / "videos" / name
-        ).read_bytes()
-    assert not list((project / "data/videos").glob("*.tmp"))
 
 
 def crashing_task(path, expected_frames, p):
