@@ -90,19 +90,20 @@ def test_streams_train_save_and_log_curves(tiny_project, tmp_path, capsys, monke
 
 @pytest.fixture(scope="module")
 def streams(tiny_project, tmp_path_factory):
-    """Both streams trained one epoch (models in ``<folder>/models``), for the tests of the
-    fused net that starts from them, and of a second training with the same seed."""
+    """Both streams trained (models in ``<folder>/models``): RGB as its stage trains it (the
+    project's 3 epochs), flow one epoch. For the tests of the fused net that starts from them,
+    of a second training with the same seed, and of a killed training's resumed result."""
     folder = tmp_path_factory.mktemp("streams")
     return (
         folder,
-        _train(tiny_project, "rgb", folder, epochs=1),
+        _train(tiny_project, "rgb", folder),
         _train(tiny_project, "flow", folder, epochs=1),
     )
 
 
 def test_same_seed_same_model(tiny_project, streams, tmp_path):
     a = _weights(streams[1])
-    b = _weights(_train(tiny_project, "rgb", tmp_path, epochs=1))
+    b = _weights(_train(tiny_project, "rgb", tmp_path))
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
 
@@ -193,25 +194,20 @@ def _run_stage(project, stream, kill_after_epoch=None):
     return None
 
 
-def test_killed_training_resumes_to_the_uninterrupted_result(tiny_project, tmp_path):
-    runs = {}
-    for name in ("straight", "killed"):
-        project = tmp_path / name
-        project.mkdir()
-        shutil.copy(tiny_project / "params.yaml", project / "params.yaml")
-        (project / "data").symlink_to(tiny_project / "data")
-        if name == "killed":
-            _run_stage(project, "rgb", kill_after_epoch=1)
-            assert (
-                json.loads((project / "checkpoints/rgb/state.json").read_text())["epochs_done"] >= 1
-            )
-            out = _run_stage(project, "rgb")
-            assert "resuming after epoch" in out
-            assert "epoch 1/3" not in out and "epoch 3/3" in out
-        else:
-            _run_stage(project, "rgb")
-        runs[name] = _weights(keras.saving.load_model(project / "models/rgb.keras"))
-    for a, b in zip(runs["straight"], runs["killed"], strict=True):
+def test_killed_training_resumes_to_the_uninterrupted_result(tiny_project, streams, tmp_path):
+    """The stage killed after its first epoch, then run again, ends with the weights of the
+    uninterrupted training (``streams``: the same params, seed and data)."""
+    project = tmp_path / "killed"
+    project.mkdir()
+    shutil.copy(tiny_project / "params.yaml", project / "params.yaml")
+    (project / "data").symlink_to(tiny_project / "data")
+    _run_stage(project, "rgb", kill_after_epoch=1)
+    assert json.loads((project / "checkpoints/rgb/state.json").read_text())["epochs_done"] >= 1
+    out = _run_stage(project, "rgb")
+    assert "resuming after epoch" in out
+    assert "epoch 1/3" not in out and "epoch 3/3" in out
+    killed = _weights(keras.saving.load_model(project / "models/rgb.keras"))
+    for a, b in zip(_weights(streams[1]), killed, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
