@@ -14,8 +14,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 SMALL_TVL1 = {"nscales": 2, "warps": 1, "outer_iterations": 2, "inner_iterations": 3}
-"""flow.tvl1 for tests of the keras engine's plumbing (stages, resuming, Ray actors), not of its
-flow (tests/test_tvl1.py): the same code, compiled in a fraction of the default's time."""
+"""flow.tvl1 for tests of the plumbing around TV-L1 (stages, resuming, Ray actors, the records
+that later stages read), not of its flow (tests/test_tvl1.py): the same code, compiled (keras
+engine) and run in a fraction of the default's time."""
 
 
 LONG_FIRST = (
@@ -66,7 +67,8 @@ def make_video():
 def tiny_project(tmp_path_factory, repo_params):
     """A project folder with params.yaml and the data of a tiny synthetic run, up to shards.
 
-    4 classes x 12 videos of 12 frames at 32x32 (train 28, val 4, test 16), T=1, L=4, crops of 28.
+    4 classes x 12 videos of 12 frames at 32x32 (train 28, val 4, test 16), T=1, L=4, crops of 28;
+    flow by OpenCV with :data:`SMALL_TVL1` (the tests read its records, not how good its flow is).
     """
     from pipeline import contracts, flow, ingest, shard, synthesize
     from pipeline.params import parse_params
@@ -86,6 +88,7 @@ def tiny_project(tmp_path_factory, repo_params):
         root=str(root / "data/raw"), lists=str(root / "data/raw"), min_frames=8, val_fraction=0.25
     )
     raw["flow"].update(workers=2)
+    raw["flow"]["tvl1"].update(SMALL_TVL1)
     raw["clip"].update(frames=1, flow_stack=4, crop=28, scales=[1.0, 0.875], shuffle_buffer=16)
     raw["eval"].update(clips=2, batch_size=8)
     raw["train"].update(batch_size=8, epochs=3, lr=0.001)
