@@ -25,10 +25,11 @@ repro: $(STAMP)
 # Two pytest-xdist workers, one a core; a test file stays on one worker (its module fixtures
 # are made once), the longest files first (tests/conftest.py: LONG_FIRST); tests/test_on_jax.py
 # runs the tests of layers/ and the keras TV-L1 again under JAX; the tests marked `alone` (they
-# compare wall times, or hold a time limit) run after, on idle cores.
+# compare wall times, or hold a time limit) run after, on idle cores, collected from the files
+# that mark one (collecting every file would import them all again: 5 s).
 test: $(STAMP) lint docs
 	python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not alone" --durations=10
-	python -m pytest -p no:cacheprovider -m alone --durations=10
+	python -m pytest -p no:cacheprovider -m alone --durations=10 $$(grep -l "mark\.alone" tests/test_*.py)
 
 # The guides in docs/ as a site in site/; --strict: a broken link or anchor, or a page missing
 # from mkdocs.yml's nav, fails the build.
