@@ -1,5 +1,8 @@
 """The GPU check (benchmarks/gpu_check.py) runs where the GPU machine is: Keras on JAX, with
-neither TensorFlow nor OpenCV's contrib modules (here both are blocked from import)."""
+neither TensorFlow nor OpenCV's contrib modules (here both are blocked from import). So this
+is also the test that the models build, train and predict on JAX without TensorFlow: the
+smoke's final model is the fused net with 3D conv + 3D pool fusion and the towers' own
+outputs (``fusion.also_late``), trained on labels of 101 classes."""
 
 import json
 import os

@@ -1,7 +1,4 @@
 import itertools
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -10,8 +7,6 @@ import pytest
 from pipeline import model as mdl
 from pipeline.model import ModelError, build_fused, build_stream, count_params, init_from_streams
 from pipeline.params import FUSION_METHODS, TEMPORAL, parse_params
-
-from .conftest import ROOT
 
 CLASSES = 3
 
@@ -309,32 +304,6 @@ def test_cli_prints_summary_and_params_line(tmp_path, raw_params, monkeypatch, c
         mdl.main(["-S", "model.num_classes=7", "-S", "fusion.layer=softmax"])
     with pytest.raises(SystemExit, match="-S takes key=value"):
         mdl.main(["-S", "fusion.method"])
-
-
-def test_model_and_layers_build_on_jax_without_tensorflow():
-    code = """
-import sys
-sys.modules["tensorflow"] = None  # importing TensorFlow now raises ImportError
-import keras, numpy as np, yaml
-assert keras.backend.backend() == "jax"
-from pipeline.params import parse_params
-from pipeline.model import build_fused
-raw = yaml.safe_load(open("params.yaml"))
-raw["clip"].update(frames=2, flow_stack=2, crop=16)
-raw["model"]["num_classes"] = 3
-raw["fusion"].update(temporal="conv3d_pool3d", also_late=True)
-params = parse_params(raw)
-model = build_fused(params)
-x = {"rgb": np.zeros((1, 2, 16, 16, 3), "uint8"), "flow": np.full((1, 2, 16, 16, 4), 128, "uint8")}
-loaded = sys.modules.get("tensorflow") is not None
-print(model(x)["prediction"].shape, loaded)
-"""
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "(1, 3) False"
 
 
 def test_overrides_name_the_bad_path():
