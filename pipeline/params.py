@@ -409,6 +409,7 @@ class TrainParams(_Section, name="train"):
         metadata=_one_of("auto", "float32", "mixed_bfloat16", "mixed_float16")
     )
     jit_compile: bool
+    run_eagerly: bool
     seed: int = field(metadata=_between(0, 2**31 - 1))
     streams: StreamsParams
 
@@ -422,6 +423,11 @@ class TrainParams(_Section, name="train"):
             return [
                 f"train.lr_decay_epochs: got {self.lr_decay_epochs}; allowed: epochs >= 1 "
                 "after which the learning rate is divided by 10"
+            ]
+        if self.jit_compile and self.run_eagerly:
+            return [
+                "train.jit_compile and train.run_eagerly are both true: an eager step is not "
+                "compiled; set one of them to false"
             ]
         return []
 

@@ -319,9 +319,11 @@ def custom_loop_epochs(
     weights: dict[str, float],
     on_epoch: Callable[[int, dict], None],
     jit_compile: bool = False,
+    run_eagerly: bool = False,
 ) -> None:
     """The same training as :func:`fit_epochs` with ``strategy.run``: for
-    MultiWorkerMirroredStrategy, under which Keras 3's ``fit`` does not work."""
+    MultiWorkerMirroredStrategy, under which Keras 3's ``fit`` does not work. Its steps are
+    ``tf.function`` s (``jit_compile``: XLA), or plain eager calls (``run_eagerly``)."""
     optimizer = model.optimizer
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
@@ -349,18 +351,22 @@ def custom_loop_epochs(
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss, count_correct(out, labels)
 
-    @tf.function(jit_compile=jit_compile)
     def train_step(iterator: object) -> tuple:
         loss, correct = strategy.run(step_fn, args=next(iterator))
         sum_ = tf.distribute.ReduceOp.SUM
         return strategy.reduce(sum_, loss, axis=None), strategy.reduce(sum_, correct, axis=None)
 
-    @tf.function
+    if not run_eagerly:
+        train_step = tf.function(train_step, jit_compile=jit_compile)
+
     def eval_step(x: object, y: dict) -> tuple:
         labels = next(iter(y.values()))
         out = model(x, training=False)
         loss = tf.reduce_sum(per_example(out, labels))
         return loss, count_correct(out, labels), tf.cast(tf.shape(labels)[0], tf.float32)
+
+    if not run_eagerly:
+        eval_step = tf.function(eval_step)
 
     for epoch in range(start, epochs):
         iterator = iter(strategy.experimental_distribute_dataset(train_ds(epoch).repeat()))
@@ -445,6 +451,7 @@ def train(
                 loss_weights=weights,
                 metrics={"prediction": ["accuracy"]},
                 jit_compile=t.jit_compile,
+                run_eagerly=t.run_eagerly,
             )
     for line in notes:
         print(f"train {stream}: {line}", flush=True)
@@ -486,6 +493,7 @@ def train(
             weights,
             on_epoch,
             t.jit_compile,
+            t.run_eagerly,
         )
     else:
         fit_epochs(model, train_ds, val_ds, val_steps, start, setting["epochs"], steps, on_epoch)

@@ -66,7 +66,7 @@ def tiny_params(params: dict) -> None:
     params["data"].update(min_frames=8)
     params["clip"].update(flow_stack=4, crop=40)
     params["eval"].update(clips=2)
-    params["train"].update(epochs=1, batch_size=4)
+    params["train"].update(epochs=1, batch_size=4, run_eagerly=True)  # tracing > 2 steps
     params["fusion"].update(epochs=1)
 
 

@@ -103,6 +103,12 @@ def test_cross_field_rule(raw_params):
         ParamsError, match="synthetic.test_fraction: 0.1 of 2 videos per class gives 0"
     ):
         parse_params(raw_params)
+    raw_params["synthetic"]["test_fraction"] = 0.5
+    raw_params["train"].update(jit_compile=True, run_eagerly=True)
+    with pytest.raises(ParamsError, match="both true: an eager step is not compiled"):
+        parse_params(raw_params)
+    raw_params["train"].update(jit_compile=False)
+    assert parse_params(raw_params).train.run_eagerly
 
 
 def test_file_errors(tmp_path):
