@@ -278,7 +278,7 @@ def test_a_mixed_aspect_dataset_trains(tmp_path, raw_params, monkeypatch):
     raw_params["shard"].update(min_shards=1)
     raw_params["clip"].update(frames=1, flow_stack=4, crop=24, shuffle_buffer=8)
     raw_params["eval"].update(clips=2, batch_size=4)
-    raw_params["train"].update(epochs=1, batch_size=4)
+    raw_params["train"].update(epochs=1, batch_size=4, run_eagerly=True)  # tracing > 3 steps
     params = parse_params(raw_params)
     monkeypatch.chdir(tmp_path)
     classes, rows, rejected = ing.ingest(params.data)
