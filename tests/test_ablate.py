@@ -12,6 +12,7 @@ import yaml
 from pipeline import ablate
 
 from .conftest import ROOT, copy_project
+from .test_dvc_pipeline import _ran
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -181,8 +182,7 @@ def test_a_two_row_table_is_queued_reported_and_reused(project):
     # nothing else (a fusion change leaves the streams cached)
     logs = _run(project, "dvc", "queue", "logs", summed)
     rerun = ["train_fusion", "evaluate_fusion", "report"]
-    ran = [line.split("'")[1] for line in logs.splitlines() if line.startswith("Running stage")]
-    assert ran == rerun, logs
+    assert _ran(logs) == rerun, logs
     for stage in set(yaml.safe_load((project / "dvc.yaml").read_text())["stages"]) - set(rerun):
         assert f"Stage '{stage}' didn't change" in logs, stage
     assert "| Two-stream fusion | sum | relu5 | avg2d |" in logs  # the report's table
