@@ -9,8 +9,9 @@ accelerator is); flows are quantised to uint8 and JPEG-encoded with the frames
 (:func:`encode_flow`), so only bytes travel between processes. :func:`video_record` turns them
 into the per-video record of ``pipeline.contracts``, stamped with :func:`record_settings`.
 
-Worker processes never import TensorFlow: only :func:`video_record`, which the stage process
-runs, does (through the contracts); the keras engine imports Keras, on whatever backend.
+Nothing here imports TensorFlow (:func:`video_record` builds the record with protobuf, through
+the contracts): neither the workers nor the stage process, unless the keras engine brings in
+Keras, on whatever backend.
 """
 
 from __future__ import annotations

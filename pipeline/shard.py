@@ -8,7 +8,8 @@ serialised bytes the flow stage wrote: nothing is decoded or re-encoded. The sam
 seed give byte-identical shards. ``data/shards/index.json`` holds the schema version, the flow
 parameters the records were made with, and per-shard, per-split and per-class counts.
 
-All shard I/O goes through ``tf.io.gfile``, so ``gs://`` paths work as well.
+All shard I/O goes through ``pipeline.contracts`` (``tf.io.gfile`` for URLs), so ``gs://``
+paths work as well; local ones need no TensorFlow.
 
 Run: ``python -m pipeline.shard`` (reads ``shard.*``; the manifest; ``data/videos``).
 """
@@ -64,15 +65,12 @@ def write_shards(
     out_dir: str = SHARDS_DIR,
 ) -> dict:
     """Write the shards and index.json of ``rows``; return the index."""
-    import tensorflow as tf
-
-    gfile = tf.io.gfile
     available, missing = [], []
     sizes = {}
     for row in rows:
         path = contracts.record_path(row["video_id"], videos_dir)
-        if gfile.exists(path):
-            sizes[row["video_id"]] = gfile.stat(path).length
+        if contracts.exists(path):
+            sizes[row["video_id"]] = contracts.file_size(path)
             available.append(row)
         else:
             missing.append(row["video_id"])  # failed in the flow stage (data/flow_failed.csv)
@@ -85,9 +83,8 @@ def write_shards(
     local = "://" not in out_dir
     work = f"{out_dir}{contracts.TEMP_MARK}" if local else out_dir
     for path in (work, f"{out_dir}.old") if local else (out_dir,):
-        if gfile.exists(path):
-            gfile.rmtree(path)
-    gfile.makedirs(work)
+        contracts.remove_tree(path)
+    contracts.make_dirs(work)
     shards, first = [], []
     total = sum(sizes.values())
     damaged: list[str] = []
@@ -115,7 +112,7 @@ def write_shards(
                         "split": split,
                         "records": len(group),
                         "video_ids": [r["video_id"] for r in group],
-                        "bytes": gfile.stat(f"{work}/{name}").length,
+                        "bytes": contracts.file_size(f"{work}/{name}"),
                         "crc32": contracts.file_crc32(f"{work}/{name}"),
                     }
                 )
@@ -129,12 +126,12 @@ def write_shards(
                 "(dvc repro flow), then shard"
             )
     except contracts.DiskFullError as exc:
-        gfile.rmtree(work)  # the shards are written as a whole set: free what was written
+        contracts.remove_tree(work)  # the shards are written as a whole set: free what was written
         needs = f"the shards are written as a whole set, which needs {contracts.size_text(total)}"
         raise contracts.DiskFullError(exc.path, needs) from exc
     except BaseException:
-        if local and gfile.exists(work):
-            gfile.rmtree(work)
+        if local:
+            contracts.remove_tree(work)
         raise
     index = {
         "schema_version": contracts.SCHEMA_VERSION,
@@ -156,7 +153,7 @@ def write_shards(
     }
     contracts.write_shard_index(index, work)
     if local:
-        if gfile.exists(out_dir):
+        if os.path.exists(out_dir):
             os.replace(out_dir, f"{out_dir}.old")
         os.replace(work, out_dir)
         shutil.rmtree(f"{out_dir}.old", ignore_errors=True)
