@@ -9,6 +9,8 @@ order with ``dvc repro --single-item``. Per stage and size it prints:
 - ``wall s``: the ``dvc repro`` of that stage (DVC's hashing of deps and outs included);
 - ``stage s``: the stage's own process, from its start to its exit;
 - ``s/video``: wall s / N;
+- ``cpu s``: the CPU seconds (user and system) of all of it, DVC, the stage process and its
+  workers: what the stage costs, whatever else the machine runs meanwhile;
 - ``peak MB``: the stage process's peak resident memory (``ru_maxrss``, Linux's VmHWM), and
   ``workers MB``, the largest peak of its spawned worker processes (ingest's probes, flow's
   TV-L1 workers), counted apart: their VmHWM, read every 0.25 s while they live.
@@ -16,11 +18,12 @@ order with ``dvc repro --single-item``. Per stage and size it prints:
 Both come from a ``sitecustomize`` module this benchmark puts on ``PYTHONPATH``, which makes
 every Python process DVC starts for a stage append one JSON line as it exits. Then ``dvc
 status`` and a no-op ``dvc repro`` are timed at each size, and the last line reads ``scale:
-worst per-video growth X.XX (stage S), worst peak-memory growth Y.YY (stage S), no-op repro N
-s at N``: the largest ratio, over stages, of s/video (and of peak MB) at the largest size to
-that at the smallest. The table before it adds each stage's marginal cost, (wall s at the
-largest size - at the smallest) / (the videos between them): the cost of one more video with
-the fixed costs (imports, model building) aside, the number to extrapolate from.
+worst per-video growth X.XX (stage S), in CPU Z.ZZ (stage S), worst peak-memory growth Y.YY
+(stage S), no-op repro N s at N``: the largest ratio, over stages, of s/video (of CPU s per
+video, and of peak MB) at the largest size to that at the smallest. The table before it adds
+each stage's marginal cost, (wall s at the largest size - at the smallest) / (the videos
+between them): the cost of one more video with the fixed costs (imports, model building)
+aside, the number to extrapolate from.
 
 The sizes are cheap by design so that the pipeline's own overheads, not the arithmetic, are
 measured: 64×64 frames (flow at 32×32 with a 2-scale, 2-warp TV-L1), 20 frames, the small
@@ -33,6 +36,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -160,17 +164,23 @@ def _env(project: Path, log: Path) -> dict[str, str]:
     }
 
 
-def _dvc(project: Path, env: dict[str, str], *args: str) -> tuple[float, str]:
-    """Seconds that ``dvc ARGS`` took in ``project``, and what it printed; a failure stops the
-    benchmark."""
-    start = time.perf_counter()
+def _cpu_of_children() -> float:
+    """CPU seconds of this process's finished children and theirs (those waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _dvc(project: Path, env: dict[str, str], *args: str) -> tuple[float, str, float]:
+    """Seconds that ``dvc ARGS`` took in ``project``, what it printed, and the CPU seconds of
+    it and all it ran; a failure stops the benchmark."""
+    start, cpu = time.perf_counter(), _cpu_of_children()
     out = subprocess.run(["dvc", *args], cwd=project, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_of_children() - cpu
     if out.returncode != 0:
         sys.exit(
             f"bench scale: dvc {' '.join(args)} failed in {project}:\n{out.stdout}{out.stderr}"
         )
-    return seconds, out.stdout + out.stderr
+    return seconds, out.stdout + out.stderr, cpu
 
 
 def run_size(project: Path, videos: int, stages: tuple[str, ...] = STAGES) -> dict:
@@ -180,13 +190,14 @@ def run_size(project: Path, videos: int, stages: tuple[str, ...] = STAGES) -> di
     env = _env(project, log)
     rows = {}
     for stage in stages:
-        wall = _dvc(project, env, "repro", "--single-item", stage)[0]
+        wall, _, cpu = _dvc(project, env, "repro", "--single-item", stage)
         lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
         mine = [x for x in lines if x["stage"] == stage]
         rows[stage] = {
             "wall_s": wall,
             "stage_s": sum(x["seconds"] for x in mine),
             "per_video_s": wall / videos,
+            "cpu_s": cpu,
             "peak_mb": max((x["peak_kb"] for x in mine), default=0) / 1024,
             "workers_mb": max((x["workers_kb"] for x in mine), default=0) / 1024,
         }
@@ -194,28 +205,30 @@ def run_size(project: Path, videos: int, stages: tuple[str, ...] = STAGES) -> di
         print(
             f"scale {videos:>6} {stage:<16} wall {r['wall_s']:8.1f} s  stage {r['stage_s']:8.1f} s"
             f"  {1000 * r['per_video_s']:7.2f} ms/video  peak {r['peak_mb']:7.0f} MB"
-            f"  workers {r['workers_mb']:6.0f} MB",
+            f"  workers {r['workers_mb']:6.0f} MB  cpu {r['cpu_s']:7.1f} s",
             flush=True,
         )
-    status, said = _dvc(project, env, "status", stages[-1])
-    noop, ran = _dvc(project, env, "repro", stages[-1])
+    status, said, _ = _dvc(project, env, "status", stages[-1])
+    noop, ran, _ = _dvc(project, env, "repro", stages[-1])
     if "Running stage" in ran or "up to date" not in said:
         sys.exit(f"bench scale: the repro after the stages was not a no-op:\n{said}\n{ran}")
     print(f"scale {videos:>6} dvc status {status:.1f} s, no-op dvc repro {noop:.1f} s", flush=True)
     return {"stages": rows, "status_s": status, "noop_repro_s": noop}
 
 
-def growth(results: dict[int, dict]) -> tuple[tuple[float, str], tuple[float, str]]:
-    """The worst ratio over stages of s/video, and of peak MB (stage or workers), at the largest
-    size to the smallest: ``((ratio, stage), (ratio, stage))``."""
-    small, large = results[min(results)]["stages"], results[max(results)]["stages"]
+def growth(results: dict[int, dict]) -> tuple[tuple[float, str], ...]:
+    """The worst ratio over stages of s/video, of CPU s/video, and of peak MB (stage or
+    workers), at the largest size to the smallest: ``((ratio, stage), ...)`` in that order."""
+    n, m = min(results), max(results)
+    small, large = results[n]["stages"], results[m]["stages"]
     time_growth = max((large[s]["per_video_s"] / small[s]["per_video_s"], s) for s in small)
+    cpu_growth = max((large[s]["cpu_s"] / m / (small[s]["cpu_s"] / n), s) for s in small)
 
     def peak(row: dict) -> float:
         return max(row["peak_mb"], row["workers_mb"])
 
     memory = max((peak(large[s]) / max(peak(small[s]), 1.0), s) for s in small)
-    return time_growth, memory
+    return time_growth, cpu_growth, memory
 
 
 def bench_scale(
@@ -257,9 +270,10 @@ def bench_scale(
             )
             line += f" {1000 * extra / (large - small):18.2f}"
         print(line)
-    (t, ts), (m, ms) = growth(results)
+    (t, ts), (c, cs), (m, ms) = growth(results)
     print(
-        f"scale: worst per-video growth {t:.2f} (stage {ts}), worst peak-memory growth "
-        f"{m:.2f} (stage {ms}), no-op repro {results[large]['noop_repro_s']:.1f} s at {large}"
+        f"scale: worst per-video growth {t:.2f} (stage {ts}), in CPU {c:.2f} (stage {cs}), "
+        f"worst peak-memory growth {m:.2f} (stage {ms}), no-op repro "
+        f"{results[large]['noop_repro_s']:.1f} s at {large}"
     )
     return results
