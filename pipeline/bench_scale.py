@@ -4,7 +4,9 @@ For each size N (``--videos 1000,4000,13320``) a fresh DVC project (this one's c
 ``dvc.yaml`` and ``params.yaml`` with :func:`scale_params` on top) writes a UCF101-shaped
 synthetic set of N videos (``synthetic.ucf101_like``: 101 classes, UCF101's naming and split
 lists, read through ``data.layout: ucf101`` as the real dataset is) and runs every stage in
-order with ``dvc repro --single-item``. Per stage and size it prints:
+order with ``dvc repro --single-item``, a stage at every size before the next stage (so that
+the runs compared are seconds apart, not minutes: this machine's speed drifts). Per stage
+and size it prints:
 
 - ``wall s``: the ``dvc repro`` of that stage (DVC's hashing of deps and outs included);
 - ``stage s``: the stage's own process, from its start to its exit;
@@ -183,37 +185,40 @@ def _dvc(project: Path, env: dict[str, str], *args: str) -> tuple[float, str, fl
     return seconds, out.stdout + out.stderr, cpu
 
 
-def run_size(project: Path, videos: int, stages: tuple[str, ...] = STAGES) -> dict:
-    """``stages`` of ``project`` in order, then ``dvc status`` and a no-op ``dvc repro`` of the
-    last; stops if that no-op repro runs anything."""
+def run_stage(project: Path, videos: int, stage: str) -> dict:
+    """``dvc repro --single-item stage`` in ``project`` (of ``videos`` videos), measured; its
+    line printed."""
     log = project / ".bench_site" / "stages.jsonl"
-    env = _env(project, log)
-    rows = {}
-    for stage in stages:
-        wall, _, cpu = _dvc(project, env, "repro", "--single-item", stage)
-        lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
-        mine = [x for x in lines if x["stage"] == stage]
-        rows[stage] = {
-            "wall_s": wall,
-            "stage_s": sum(x["seconds"] for x in mine),
-            "per_video_s": wall / videos,
-            "cpu_s": cpu,
-            "peak_mb": max((x["peak_kb"] for x in mine), default=0) / 1024,
-            "workers_mb": max((x["workers_kb"] for x in mine), default=0) / 1024,
-        }
-        r = rows[stage]
-        print(
-            f"scale {videos:>6} {stage:<16} wall {r['wall_s']:8.1f} s  stage {r['stage_s']:8.1f} s"
-            f"  {1000 * r['per_video_s']:7.2f} ms/video  peak {r['peak_mb']:7.0f} MB"
-            f"  workers {r['workers_mb']:6.0f} MB  cpu {r['cpu_s']:7.1f} s",
-            flush=True,
-        )
-    status, said, _ = _dvc(project, env, "status", stages[-1])
-    noop, ran, _ = _dvc(project, env, "repro", stages[-1])
+    wall, _, cpu = _dvc(project, _env(project, log), "repro", "--single-item", stage)
+    lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    mine = [x for x in lines if x["stage"] == stage]
+    r = {
+        "wall_s": wall,
+        "stage_s": sum(x["seconds"] for x in mine),
+        "per_video_s": wall / videos,
+        "cpu_s": cpu,
+        "peak_mb": max((x["peak_kb"] for x in mine), default=0) / 1024,
+        "workers_mb": max((x["workers_kb"] for x in mine), default=0) / 1024,
+    }
+    print(
+        f"scale {videos:>6} {stage:<16} wall {r['wall_s']:8.1f} s  stage {r['stage_s']:8.1f} s"
+        f"  {1000 * r['per_video_s']:7.2f} ms/video  peak {r['peak_mb']:7.0f} MB"
+        f"  workers {r['workers_mb']:6.0f} MB  cpu {r['cpu_s']:7.1f} s",
+        flush=True,
+    )
+    return r
+
+
+def check_noop(project: Path, videos: int, last: str) -> dict:
+    """``dvc status`` and a no-op ``dvc repro`` of ``last``, timed; stops if that repro runs
+    anything."""
+    env = _env(project, project / ".bench_site" / "stages.jsonl")
+    status, said, _ = _dvc(project, env, "status", last)
+    noop, ran, _ = _dvc(project, env, "repro", last)
     if "Running stage" in ran or "up to date" not in said:
         sys.exit(f"bench scale: the repro after the stages was not a no-op:\n{said}\n{ran}")
     print(f"scale {videos:>6} dvc status {status:.1f} s, no-op dvc repro {noop:.1f} s", flush=True)
-    return {"stages": rows, "status_s": status, "noop_repro_s": noop}
+    return {"status_s": status, "noop_repro_s": noop}
 
 
 def growth(results: dict[int, dict]) -> tuple[tuple[float, str], ...]:
@@ -234,8 +239,9 @@ def growth(results: dict[int, dict]) -> tuple[tuple[float, str], ...]:
 def bench_scale(
     sizes: list[int], keep: str | None = None, upto: str = STAGES[-1]
 ) -> dict[int, dict]:
-    """Run :func:`run_size` for each size in its own fresh project, the stages up to ``upto``;
-    print the summary lines."""
+    """Each size in its own fresh project, the stages up to ``upto`` (:func:`run_stage`, a
+    stage at every size before the next stage), then :func:`check_noop`; print the summary
+    lines."""
     stages = STAGES[: STAGES.index(upto) + 1]
     base = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="bench-scale-"))
     print(
@@ -243,11 +249,14 @@ def bench_scale(
         f"{len(os.sched_getaffinity(0))} cores, in {base}",
         flush=True,
     )
-    results = {}
+    results: dict[int, dict] = {n: {"stages": {}} for n in sizes}
     try:
+        projects = {n: make_project(base / f"videos-{n}", n) for n in sizes}
+        for stage in stages:  # the sizes one after the other, stage by stage: a stage's runs
+            for n in sizes:  # are seconds apart, and this machine's speed drifts over minutes
+                results[n]["stages"][stage] = run_stage(projects[n], n, stage)
         for n in sizes:
-            project = make_project(base / f"videos-{n}", n)
-            results[n] = run_size(project, n, stages)
+            results[n].update(check_noop(projects[n], n, stages[-1]))
     finally:
         if not keep:
             shutil.rmtree(base, ignore_errors=True)
