@@ -39,9 +39,10 @@ made twice over one persistent compilation cache (``.cache/xla`` in a project): 
 ``--code DIR`` runs the stage of another checkout (a before/after comparison; cold runs only).
 
 ``scale``: every stage through ``dvc repro`` on UCF101-shaped synthetic sets of growing size,
-each in a fresh DVC project: wall seconds, seconds per video and peak memory per stage and
-size, then ``dvc status`` and a no-op ``dvc repro`` (``pipeline/bench_scale.py``). Ends with
-``scale: worst per-video growth X.XX (stage S), ...``.
+each in a fresh DVC project, a stage at every size before the next stage: wall seconds,
+seconds per video, peak memory and CPU seconds per stage and size, then ``dvc status`` and a
+no-op ``dvc repro`` (``pipeline/bench_scale.py``). Ends with ``scale: worst per-video growth
+X.XX (stage S), in CPU Z.ZZ (stage S), ...``.
 
 ``rawframes``: the cost of importing a denseflow frame tree (``data.layout: rawframes``) at
 340×256: folders per second through ingest's probe (every image decoded), and frame pairs per

@@ -11,8 +11,9 @@ and size it prints:
 - ``wall s``: the ``dvc repro`` of that stage (DVC's hashing of deps and outs included);
 - ``stage s``: the stage's own process, from its start to its exit;
 - ``s/video``: wall s / N;
-- ``cpu s``: the CPU seconds (user and system) of all of it, DVC, the stage process and its
-  workers: what the stage costs, whatever else the machine runs meanwhile;
+- ``cpu s``: the CPU seconds (user and system) of DVC, the stage process and the workers it
+  waits for (``RUSAGE_CHILDREN``: not a daemon that outlives its parent): what the stage
+  costs, whatever else the machine runs meanwhile;
 - ``peak MB``: the stage process's peak resident memory (``ru_maxrss``, Linux's VmHWM), and
   ``workers MB``, the largest peak of its spawned worker processes (ingest's probes, flow's
   TV-L1 workers), counted apart: their VmHWM, read every 0.25 s while they live.

@@ -41,8 +41,8 @@ zero, and a horizontal flip maps ``u -> 256 - u`` (clipped), which keeps zero at
 
 Records and TFRecord files are written and read here without TensorFlow (protobuf's classes
 for TensorFlow's messages, :data:`_RECORD_PROTO`, and the TFRecord framing), byte for byte as
-TensorFlow writes them: ingest, flow and shard never import it, only the ``tf.data`` reader
-(:func:`parse_record`) and ``gs://`` URLs (``tf.io.gfile``) do.
+TensorFlow writes them: ingest, shard and flow (its opencv engine) never import it; here only
+the ``tf.data`` reader (:func:`parse_record`) and ``gs://`` URLs (``tf.io.gfile``) do.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ import struct
 import sys
 import time
 import types
+import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -644,12 +645,25 @@ def parse_record(serialized: Any) -> dict:
 # the bytes are ``tf.io.TFRecordWriter``'s (``tests/test_records.py``).
 
 
+@functools.cache
+def _crc32c() -> Any:
+    """``google_crc32c.value``; a warning where its C extension is missing (pure Python is
+    orders of magnitude slower on records of megabytes)."""
+    import google_crc32c
+
+    if google_crc32c.implementation != "c":
+        warnings.warn(
+            "google-crc32c runs without its C extension here: writing and reading records "
+            "will be slow; reinstall it (pip install --force-reinstall google-crc32c)",
+            stacklevel=3,
+        )
+    return google_crc32c.value
+
+
 def _masked_crc(data: bytes) -> bytes:
     """CRC-32C (Castagnoli) of ``data``, masked as TFRecord files store it:
     ``((crc >> 15) | (crc << 17)) + 0xa282ead8`` (mod 2**32), 4 bytes little-endian."""
-    import google_crc32c
-
-    crc = google_crc32c.value(data)
+    crc = _crc32c()(data)
     return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
 
@@ -669,21 +683,24 @@ def write_record(path: str | Path, serialized: bytes) -> None:
     write_records(path, [serialized], len(serialized) + 16)  # 16: TFRecord's length and CRCs
 
 
-def _records_in(f: Any) -> Iterator[bytes]:
-    """The records of the TFRecord file open as ``f``, each checked against its two CRCs;
-    ``ValueError`` saying which record is cut short or has changed bytes otherwise."""
-    n = 0
+def _records_in(f: Any, size: int) -> Iterator[bytes]:
+    """The records of the TFRecord file of ``size`` bytes open as ``f``, each checked against
+    its two CRCs; ``ValueError`` saying which record is cut short or has changed bytes
+    otherwise."""
+    n, left = 0, size
     while header := f.read(12):
-        n += 1
+        n, left = n + 1, left - len(header)
         if len(header) < 12:
             raise ValueError(f"cut short: the file ends in record {n}'s length")
         if _masked_crc(header[:8]) != header[8:]:
             raise ValueError(f"changed bytes: record {n}'s length fails its CRC-32C")
         (length,) = struct.unpack("<Q", header[:8])
+        if length + 4 > left:  # never read (or allocate) past the end of the file
+            raise ValueError(
+                f"cut short: record {n} ends after {12 + left} of its {length + 16} bytes"
+            )
         data, crc = f.read(length), f.read(4)
-        if len(data) < length or len(crc) < 4:
-            got = 12 + len(data) + len(crc)
-            raise ValueError(f"cut short: record {n} ends after {got} of its {length + 16} bytes")
+        left -= len(data) + len(crc)
         if _masked_crc(data) != crc:
             raise ValueError(f"changed bytes: record {n}'s data fails its CRC-32C")
         yield data
@@ -696,10 +713,18 @@ def read_records(path: str | Path | Sequence[str | Path]) -> Iterator[bytes]:
     paths = [str(path)] if isinstance(path, (str, Path)) else [str(p) for p in path]
     for one in paths:
         with open_file(one, "rb") as f:
-            try:
-                yield from _records_in(f)
-            except ValueError as exc:
-                raise DamagedInputError(f"{one} is damaged ({exc})", one, str(exc)) from None
+            records = _records_in(f, file_size(one))
+            while True:
+                try:
+                    record = next(records)
+                except StopIteration:
+                    break
+                except ValueError as exc:
+                    raise damaged(one, str(exc), DAMAGED_FIX) from None
+                yield record
+
+
+DAMAGED_FIX = "remove it and run the stage that writes it again (dvc repro)"
 
 
 FLOW_FIX = "remove it and run the flow stage again, which computes it anew (dvc repro flow)"
@@ -709,7 +734,7 @@ def _one_record(path: str) -> bytes:
     """The one record of a per-video file, its CRCs checked; ``ValueError`` saying what is
     wrong otherwise."""
     with open_file(path, "rb") as f:
-        records = list(_records_in(f))
+        records = list(_records_in(f, file_size(path)))
     if len(records) != 1:
         raise ValueError(f"{len(records)} records where the flow stage writes one")
     return records[0]

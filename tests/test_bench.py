@@ -73,5 +73,6 @@ def test_scale_bench_measures_each_stage_at_each_size_and_cost_per_video_stays_f
     wall, cpu, memory = float(m.group(1)), float(m.group(3)), float(m.group(5))
     # a third more videos: no stage's cost per video (its CPU seconds, which whatever else runs
     # on the machine leaves alone), or its peak memory, grows by 15 %; and no stage's wall time
-    # per video grows as fast as the videos (1.33: a stage quadratic in the videos)
+    # per video grows as fast as the videos (1.33: a stage all quadratic, say one that waits;
+    # one that computes is the CPU bound's)
     assert cpu <= 1.15 and memory <= 1.15 and wall < 404 / 303, last

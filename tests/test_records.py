@@ -115,6 +115,7 @@ def _we_read(path):
     except contracts.DamagedInputError as exc:
         assert exc.path == str(path)
         assert exc.what.startswith(("cut short: ", "changed bytes: ")), exc.what
+        assert str(exc) == f"{path} is damaged ({exc.what}): {contracts.DAMAGED_FIX}"
         return "damaged"
 
 
