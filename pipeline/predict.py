@@ -1,8 +1,9 @@
 """Try a trained model on one video: its top-5 classes with their scores.
 
 The video goes through the pipeline's own code with the ``params.yaml`` the model was trained
-with: decoding, resizing and TV-L1 flow as in stage ``flow`` (the same ``flow.engine``),
-one record as the flow stage writes it, the evaluation clips of the reader
+with: decoding, resizing and TV-L1 flow as in stage ``flow`` (the same ``flow.engine``; no
+flow for an RGB model, which never reads it), one record as the flow stage writes it, the
+evaluation clips of the reader
 (``eval.clips`` spaced over the video, and their mirror images when ``eval.flip``) and the
 softmax averaged over them, as in stage ``evaluate``.
 
@@ -65,6 +66,18 @@ def class_names(classes: int, path: Path = contracts.CLASSES) -> list[str]:
     return [f"class {i}" for i in range(classes)]
 
 
+def _frames_only(video: Path, params: Params) -> object:
+    """The frames of ``video`` as the flow stage encodes them, and no flow: an RGB model's
+    clips never read it (``pipeline.dataset`` decodes flow for ``flow`` and ``both`` only), so
+    its lists hold empty strings instead of TV-L1's work (seconds a frame pair on a CPU)."""
+    from pipeline import flow_compute
+
+    decoded = flow_compute.decode_video(str(video), 2, params.flow)
+    height, width = decoded.grey.shape[1:]
+    none = [b""] * (len(decoded.rgb) - 1)
+    return flow_compute.VideoFlow(decoded.rgb, none, none, width, height, 0.0)
+
+
 def predict(video: Path, model_path: Path, params: Params) -> list[tuple[str, float]]:
     """All classes with their averaged softmax scores, best first."""
     import layers  # noqa: F401  (registers the custom layers)
@@ -80,7 +93,9 @@ def predict(video: Path, model_path: Path, params: Params) -> list[tuple[str, fl
     engine = flow_compute.resolve_engine(params.flow.engine)
     compute = flow_compute.flow_video_keras if engine == "keras" else flow_compute.flow_video
     try:
-        result = compute(str(video), 2, params.flow)
+        result = (
+            _frames_only(video, params) if mode == "rgb" else compute(str(video), 2, params.flow)
+        )
     except ValueError as exc:
         raise PredictError(f"{video}: {exc}") from exc
     settings = flow_compute.record_settings(params.flow, engine)
