@@ -154,7 +154,12 @@ def make_project(dst: Path, videos: int) -> Path:
     return dst
 
 
-def _env(project: Path, log: Path) -> dict[str, str]:
+def _stage_log(project: Path) -> Path:
+    """Where the stage processes of ``project`` log (:data:`SITECUSTOMIZE`)."""
+    return project / ".bench_site" / "stages.jsonl"
+
+
+def _env(project: Path) -> dict[str, str]:
     site = project / ".bench_site"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -163,7 +168,7 @@ def _env(project: Path, log: Path) -> dict[str, str]:
         **os.environ,
         "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
         "PYTHONPATH": f"{site}:{path}" if path else str(site),
-        "PIPELINE_SCALE_LOG": str(log),
+        "PIPELINE_SCALE_LOG": str(_stage_log(project)),
     }
 
 
@@ -189,8 +194,8 @@ def _dvc(project: Path, env: dict[str, str], *args: str) -> tuple[float, str, fl
 def run_stage(project: Path, videos: int, stage: str) -> dict:
     """``dvc repro --single-item stage`` in ``project`` (of ``videos`` videos), measured; its
     line printed."""
-    log = project / ".bench_site" / "stages.jsonl"
-    wall, _, cpu = _dvc(project, _env(project, log), "repro", "--single-item", stage)
+    log = _stage_log(project)
+    wall, _, cpu = _dvc(project, _env(project), "repro", "--single-item", stage)
     lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
     mine = [x for x in lines if x["stage"] == stage]
     r = {
@@ -213,7 +218,7 @@ def run_stage(project: Path, videos: int, stage: str) -> dict:
 def check_noop(project: Path, videos: int, last: str) -> dict:
     """``dvc status`` and a no-op ``dvc repro`` of ``last``, timed; stops if that repro runs
     anything."""
-    env = _env(project, project / ".bench_site" / "stages.jsonl")
+    env = _env(project)
     status, said, _ = _dvc(project, env, "status", last)
     noop, ran, _ = _dvc(project, env, "repro", last)
     if "Running stage" in ran or "up to date" not in said:

@@ -103,7 +103,7 @@ class MissingInputError(PipelineError):
 
 def require(path: str | Path, stage: str) -> None:
     """Raise :class:`MissingInputError` unless ``path`` exists (``stage`` makes it)."""
-    if not exists(str(path)):
+    if not exists(path):
         raise MissingInputError(
             f"{path} not found: run the {stage} stage first (dvc repro {stage})"
         )
@@ -683,27 +683,27 @@ def write_record(path: str | Path, serialized: bytes) -> None:
     write_records(path, [serialized], len(serialized) + 16)  # 16: TFRecord's length and CRCs
 
 
-def _records_in(f: Any, size: int) -> Iterator[bytes]:
-    """The records of the TFRecord file of ``size`` bytes open as ``f``, each checked against
-    its two CRCs; ``ValueError`` saying which record is cut short or has changed bytes
-    otherwise."""
-    n, left = 0, size
-    while header := f.read(12):
-        n, left = n + 1, left - len(header)
-        if len(header) < 12:
-            raise ValueError(f"cut short: the file ends in record {n}'s length")
-        if _masked_crc(header[:8]) != header[8:]:
-            raise ValueError(f"changed bytes: record {n}'s length fails its CRC-32C")
-        (length,) = struct.unpack("<Q", header[:8])
-        if length + 4 > left:  # never read (or allocate) past the end of the file
-            raise ValueError(
-                f"cut short: record {n} ends after {12 + left} of its {length + 16} bytes"
-            )
-        data, crc = f.read(length), f.read(4)
-        left -= len(data) + len(crc)
-        if _masked_crc(data) != crc:
-            raise ValueError(f"changed bytes: record {n}'s data fails its CRC-32C")
-        yield data
+def _records_in(path: str) -> Iterator[bytes]:
+    """The records of the TFRecord file ``path``, each checked against its two CRCs;
+    ``ValueError`` saying which record is cut short or has changed bytes otherwise."""
+    n, left = 0, file_size(path)
+    with open_file(path, "rb") as f:
+        while header := f.read(12):
+            n, left = n + 1, left - len(header)
+            if len(header) < 12:
+                raise ValueError(f"cut short: the file ends in record {n}'s length")
+            if _masked_crc(header[:8]) != header[8:]:
+                raise ValueError(f"changed bytes: record {n}'s length fails its CRC-32C")
+            (length,) = struct.unpack("<Q", header[:8])
+            if length + 4 > left:  # never read (or allocate) past the end of the file
+                raise ValueError(
+                    f"cut short: record {n} ends after {12 + left} of its {length + 16} bytes"
+                )
+            data, crc = f.read(length), f.read(4)
+            left -= len(data) + len(crc)
+            if _masked_crc(data) != crc:
+                raise ValueError(f"changed bytes: record {n}'s data fails its CRC-32C")
+            yield data
 
 
 def read_records(path: str | Path | Sequence[str | Path]) -> Iterator[bytes]:
@@ -712,16 +712,15 @@ def read_records(path: str | Path | Sequence[str | Path]) -> Iterator[bytes]:
     record cut short or changed otherwise."""
     paths = [str(path)] if isinstance(path, (str, Path)) else [str(p) for p in path]
     for one in paths:
-        with open_file(one, "rb") as f:
-            records = _records_in(f, file_size(one))
-            while True:
-                try:
-                    record = next(records)
-                except StopIteration:
-                    break
-                except ValueError as exc:
-                    raise damaged(one, str(exc), DAMAGED_FIX) from None
-                yield record
+        records = _records_in(one)
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                break
+            except ValueError as exc:
+                raise damaged(one, str(exc), DAMAGED_FIX) from None
+            yield record
 
 
 DAMAGED_FIX = "remove it and run the stage that writes it again (dvc repro)"
@@ -733,8 +732,7 @@ FLOW_FIX = "remove it and run the flow stage again, which computes it anew (dvc 
 def _one_record(path: str) -> bytes:
     """The one record of a per-video file, its CRCs checked; ``ValueError`` saying what is
     wrong otherwise."""
-    with open_file(path, "rb") as f:
-        records = list(_records_in(f, file_size(path)))
+    records = list(_records_in(path))
     if len(records) != 1:
         raise ValueError(f"{len(records)} records where the flow stage writes one")
     return records[0]
