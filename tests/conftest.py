@@ -38,6 +38,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file as written
 
 
+def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of this whole pytest run: under pytest-xdist the one that holds every
+    worker's own folder (the pattern of xdist's docs: what the workers share lives there,
+    guarded by a file lock), else the process's own."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return tmp_path_factory.getbasetemp()
+    return tmp_path_factory.getbasetemp().parent
+
+
 @pytest.fixture(scope="session")
 def repo_params() -> dict:
     """params.yaml of the repo as a plain dict (tests deep-copy before editing)."""
@@ -114,8 +123,8 @@ def tiny_repro(tmp_path_factory) -> tuple[Path, str]:
     """A scratch DVC project (tests/test_dvc_pipeline.py: the tiny params) after one `dvc repro`
     of every stage, and what that printed. Shared, so never changed: tests copy it
     (:func:`copy_project`) and may compare their outputs with its. Under pytest-xdist the
-    first worker that needs it makes it and the others wait for it, and read it (the
-    pattern of xdist's docs: a folder beside the workers' own, and a file lock)."""
+    first worker that needs it makes it and the others wait for it, and read it
+    (:func:`run_folder`)."""
     from filelock import FileLock
 
     from tests.test_dvc_pipeline import _run, _scratch_project, tiny_params
@@ -123,7 +132,7 @@ def tiny_repro(tmp_path_factory) -> tuple[Path, str]:
     if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: its own folder
         project = _scratch_project(tmp_path_factory.mktemp("repro"), tiny_params)
         return project, _run(project, "dvc", "repro")
-    shared = tmp_path_factory.getbasetemp().parent  # the same for every worker of this run
+    shared = run_folder(tmp_path_factory)
     project, printed = shared / "tiny_repro", shared / "tiny_repro.out"
     with FileLock(str(shared / "tiny_repro.lock")):
         if not printed.is_file():

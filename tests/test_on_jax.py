@@ -1,22 +1,26 @@
 """layers/ and the keras TV-L1 must run on any Keras backend: their tests run under
 TensorFlow with the rest of the suite, and again here under JAX, in a process of their own
 (Keras reads KERAS_BACKEND once, at import). One test of the parallel run, so pytest-xdist
-fits it beside the others rather than after them."""
+fits it beside the others rather than after them. OpenCV's reference flows of test_tvl1.py
+are computed once for both runs (test_tvl1.py: opencv)."""
 
 import os
 import subprocess
 import sys
 
-from .conftest import ROOT
+from .conftest import ROOT, run_folder
+from .test_tvl1 import OPENCV_FLOWS
 
 FILES = ("tests/test_layers.py", "tests/test_tvl1.py")
 
 
-def test_layers_and_the_keras_tvl1_pass_under_jax():
+def test_layers_and_the_keras_tvl1_pass_under_jax(tmp_path_factory):
+    flows = run_folder(tmp_path_factory) / "opencv_flows"
+    flows.mkdir(exist_ok=True)
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--durations=5", *FILES],
         cwd=ROOT,
-        env={**os.environ, "KERAS_BACKEND": "jax"},
+        env={**os.environ, "KERAS_BACKEND": "jax", OPENCV_FLOWS: str(flows)},
         capture_output=True,
         text=True,
         timeout=900,

@@ -4,6 +4,10 @@ TensorFlow and JAX)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,6 +16,8 @@ import pytest
 from pipeline import tvl1
 from pipeline.flow_compute import create_tvl1
 from pipeline.params import parse_params
+
+from .conftest import run_folder
 
 H, W = 48, 64  # not square: catches a swapped axis
 SHIFT = (0.7, -1.3)  # (x, y) px: frame 1 is frame 0 moved by this
@@ -79,6 +85,36 @@ def _opencv(i0: np.ndarray, i1: np.ndarray, t) -> np.ndarray:
     return np.stack([create_tvl1(t).calc(a, b, None) for a, b in zip(i0, i1, strict=True)])
 
 
+OPENCV_FLOWS = "TEST_OPENCV_FLOWS"
+"""The environment variable that names the folder of :func:`opencv`'s flows: the JAX run
+(tests/test_on_jax.py) is given the folder of the run that started it."""
+
+
+@pytest.fixture(scope="module")
+def opencv(tmp_path_factory) -> Callable[[np.ndarray, np.ndarray, object], np.ndarray]:
+    """:func:`_opencv`, each flow computed once for the whole run: kept in a folder by a hash
+    of the frames' bytes and the params, which the TensorFlow run and the JAX run share (the
+    second reads what the first computed: OpenCV's flow of the same bytes is the same flow).
+    A file lock per flow: the two runs may ask for one at the same time."""
+    from filelock import FileLock
+
+    folder = Path(os.environ.get(OPENCV_FLOWS) or run_folder(tmp_path_factory) / "opencv_flows")
+    folder.mkdir(exist_ok=True)
+
+    def flow(i0: np.ndarray, i1: np.ndarray, t) -> np.ndarray:
+        key = hashlib.sha256(repr((i0.dtype, i0.shape, t)).encode())
+        key.update(i0.tobytes())
+        key.update(i1.tobytes())
+        path = folder / f"{key.hexdigest()[:24]}.npy"
+        with FileLock(str(path.with_suffix(".lock"))):
+            if not path.is_file():
+                np.save(path.with_suffix(".tmp.npy"), _opencv(i0, i1, t))
+                os.replace(path.with_suffix(".tmp.npy"), path)
+            return np.load(path)
+
+    return flow
+
+
 def _epe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(((a - b) ** 2).sum(-1))
 
@@ -115,17 +151,19 @@ def test_pyramid_stops_like_opencv(defaults):
     assert tvl1.pyramid_sizes(24, 30, defaults) == [(24, 30), (19, 24)]  # 15 < 16: stop
 
 
-def _itself(i0: np.ndarray, i1: np.ndarray, t, seeds: int = 10) -> np.ndarray:
+def _itself(
+    i0: np.ndarray, i1: np.ndarray, t, theirs: np.ndarray, opencv: Callable, seeds: int = 10
+) -> np.ndarray:
     """How far OpenCV is from itself, per pair: the largest mean end-point difference between
     its flow and its flow of the same frames moved by 1e-6 of the grey range (``seeds``
     draws). TV-L1 amplifies a rounding difference: up to 1e-3 px at ε = 0 and 0.02 px with its
     stopping rule on these fixtures (docs/flow.md, Agreement); two implementations that round
     differently can differ by as much."""
-    theirs, worst = _opencv(i0, i1, t), np.zeros(len(i0))
+    worst = np.zeros(len(i0))
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
         noisy = [moved(x, rng) for x in (i0, i1)]
-        worst = np.maximum(worst, _epe(_opencv(*noisy, t), theirs).mean(axis=(1, 2)))
+        worst = np.maximum(worst, _epe(opencv(*noisy, t), theirs).mean(axis=(1, 2)))
     return worst
 
 
@@ -135,30 +173,32 @@ def moved(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (frames / 255 + rng.normal(0, 1e-6, frames.shape)).astype(np.float32)
 
 
-def test_equal_to_opencv_without_the_stopping_rule(pairs, defaults):
+def test_equal_to_opencv_without_the_stopping_rule(pairs, defaults, opencv):
     """Run to the end, as close to OpenCV as OpenCV is to itself (within 1.25 times that)."""
     t = dataclasses.replace(defaults, epsilon=0.0)
-    diff = _epe(tvl1.tvl1(*pairs, t, (64, 96)), _opencv(*pairs, t)).mean(axis=(1, 2))
-    itself = _itself(*pairs, t, seeds=3)  # each OpenCV run goes to the end: 1.5 s
+    theirs = opencv(*pairs, t)
+    diff = _epe(tvl1.tvl1(*pairs, t, (64, 96)), theirs).mean(axis=(1, 2))
+    itself = _itself(*pairs, t, theirs, opencv, seeds=3)  # each OpenCV run goes to the end
     assert (diff <= 1.25 * itself).all(), (diff, itself)
 
 
-def test_close_to_opencv_with_its_defaults(pairs, defaults):
+def test_close_to_opencv_with_its_defaults(pairs, defaults, opencv):
     """With the stopping rule, as close to OpenCV as OpenCV is to itself (a rounding moves
     the stop by an iteration), solved padded into a larger bucket (as the flow stage does),
     at two frame sizes that share one compiled solver: the padding never reaches the flow.
     (ε is an input of the solver: the test above, at ε = 0, may have compiled it.)"""
     before = tvl1.STATS.compiles
-    ours, theirs = tvl1.tvl1(*pairs, defaults, (64, 96)), _opencv(*pairs, defaults)
+    ours, theirs = tvl1.tvl1(*pairs, defaults, (64, 96)), opencv(*pairs, defaults)
     compiled = tvl1.STATS.compiles
     assert compiled <= before + 1
     diff = _epe(ours, theirs)
-    itself = _itself(*pairs, defaults)
+    itself = _itself(*pairs, defaults, theirs, opencv)
     assert (diff.mean(axis=(1, 2)) <= 1.25 * itself).all(), (diff.mean(axis=(1, 2)), itself)
     assert np.percentile(diff, 95, axis=(1, 2)).max() <= 0.08
     small = tuple(np.ascontiguousarray(f[:, 5:45, 3:61]) for f in pairs)  # 58x40
-    small_diff = _epe(tvl1.tvl1(*small, defaults, (64, 96)), _opencv(*small, defaults))
-    small_diff, small_itself = small_diff.mean(axis=(1, 2)), _itself(*small, defaults)
+    small_theirs = opencv(*small, defaults)
+    small_diff = _epe(tvl1.tvl1(*small, defaults, (64, 96)), small_theirs).mean(axis=(1, 2))
+    small_itself = _itself(*small, defaults, small_theirs, opencv)
     assert (small_diff <= 1.25 * small_itself).all(), (small_diff, small_itself)
     tvl1.tvl1(*small, dataclasses.replace(defaults, epsilon=0.0), (64, 96))  # another ε
     assert tvl1.STATS.compiles == compiled, tvl1.STATS.line()  # no compile for either
