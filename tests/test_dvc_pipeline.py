@@ -59,11 +59,14 @@ def _commit(cwd, message, *paths):
 
 
 def tiny_params(params: dict) -> None:
-    """Params for a whole pipeline in a few minutes: 2 x 2 classes of tiny videos, one epoch."""
+    """Params for a whole pipeline in a few minutes: 2 x 2 classes of tiny videos, one epoch,
+    TV-L1 at :data:`SMALL_TVL1` (these tests check the stages' plumbing, not the flow's
+    quality: tests/test_tvl1.py does)."""
     params["synthetic"].update(
         colors=2, motions=2, videos_per_class=4, frames=16, size=48, test_fraction=0.25
     )
     params["data"].update(min_frames=8)
+    params["flow"]["tvl1"].update(SMALL_TVL1)
     params["clip"].update(flow_stack=4, crop=40)
     params["eval"].update(clips=2)
     params["train"].update(epochs=1, batch_size=4, run_eagerly=True)  # tracing > 2 steps
@@ -206,11 +209,9 @@ def test_bad_params_stop_the_stage_before_any_work(project):
     assert "synthetic.colors: got 9; allowed: an integer in [2, 6]" in out.stdout + out.stderr
 
 
-# The keras engine in a DVC run, with a small TV-L1 (conftest.SMALL_TVL1): these tests are
-# about the stages it feeds and the params they read, not the flow.
-KERAS_FLOW = ["-S", "flow.engine=keras"] + [
-    arg for key, value in SMALL_TVL1.items() for arg in ("-S", f"flow.tvl1.{key}={value}")
-]
+KERAS_FLOW = ["-S", "flow.engine=keras"]
+"""The keras engine in a DVC run, at the tiny params' TV-L1 (conftest.SMALL_TVL1: compiled
+quickly): these tests are about the stages it feeds and the params they read, not the flow."""
 
 
 def _ran(out):
