@@ -116,7 +116,10 @@ PAPER: dict[str, dict[str, dict]] = {
 ``../shared/PAPER.md`` lists them), kept here since ``../shared`` is not part of the project."""
 
 METRICS = ("rgb", "flow", "late", "fusion")
-POLL_S = 10.0
+POLL_S = (2.0, 10.0)
+"""How long ablate waits between two asks whether the queued rows finished (`dvc queue
+status`): a quarter of the time waited so far, within these bounds (seconds). A short table
+is reported soon after its last row (at most a quarter late), a long one asked every 10 s."""
 
 
 PARAMS_BACKUP = contracts.LOCKS_DIR / "ablate-params.yaml"
@@ -384,7 +387,8 @@ def run_table(table: str, entries: list[dict], jobs: int, original: str) -> dict
 
 
 def wait(names: set[str]) -> None:
-    """Poll ``dvc queue status`` until every queued experiment finished; failures raise."""
+    """Poll ``dvc queue status`` until every queued experiment finished (:data:`POLL_S`);
+    failures raise."""
     start, last = time.monotonic(), ""
     while True:
         status = queue_status()
@@ -398,7 +402,7 @@ def wait(names: set[str]) -> None:
         if not any(status.get(n) in {"Queued", "Running"} for n in names - done):
             missing = sorted(names - done)
             raise AblateError(f"these experiments are neither queued nor done: {missing}")
-        time.sleep(POLL_S)
+        time.sleep(min(max((time.monotonic() - start) / 4, POLL_S[0]), POLL_S[1]))
     failed = sorted(n for n in names if status.get(n) == "Failed")
     if failed:
         tails = []
