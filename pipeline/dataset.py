@@ -25,6 +25,12 @@ cropped while decoding (``decode_and_crop_jpeg``); a flow's x and y travel as on
 mirroring and stacking; each op runs on one thread (the parallel map fills the cores); batches
 are prefetched (``python -m pipeline.bench reader``; docs/shards.md).
 File-level auto-sharding makes each ``tf.distribute`` worker read its own shards.
+
+The functions the pipeline maps are traced as they are written (:data:`plain`), not rewritten
+by AutoGraph first: their Python branches test Python values (the mode, the seed), and every
+branch on a tensor is a ``tf.cond``, so AutoGraph would make the same graph, in about 1.5 s
+more per process here (Keras does the same for its own steps: ``do_not_convert`` in
+``keras/src/backend/tensorflow/trainer.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ from pipeline.contracts import SHARDS_DIR, parse_record, shard_files
 from pipeline.params import Params
 
 MODES = ("rgb", "flow", "both")
+
+plain = tf.autograph.experimental.do_not_convert
+"""A function to trace as written, without AutoGraph's rewriting (the module docstring)."""
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -239,13 +248,14 @@ def clip_dataset(
     )
     if training:
         ds = ds.shuffle(c.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(parse_record, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    ds = ds.map(plain(parse_record), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
     if training:
         # Every random choice of a clip comes from stateless ops keyed by (seed, video id): the
         # same seed gives the same clips whatever the parallelism, and the pipeline still
         # starts from the shard files (file-level auto-sharding). Each epoch gets its own seed.
 
+        @plain
         def train_clip(rec: dict) -> tuple:
             if seed is None:
                 base = tf.random.uniform([], maxval=2**62, dtype=tf.int64)
@@ -267,6 +277,7 @@ def clip_dataset(
     else:
         clips = params.eval.clips
 
+        @plain
         def eval_clips(rec: dict) -> tf.data.Dataset:
             lo, hi = start_range(rec["num_frames"], c.frames, c.stride, c.flow_stack)
             starts = tf.cast(
@@ -277,6 +288,7 @@ def clip_dataset(
                 starts = tf.reshape((lo + hi) // 2, [1])
             window = _centre_window(rec["height"], rec["width"], c.crop)
 
+            @plain
             def one(start: tf.Tensor) -> tuple:
                 rgb_idx, flow_idx = clip_indices(
                     rec["num_frames"], start, c.frames, c.stride, c.flow_stack

@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from pipeline import contracts
 from pipeline.contracts import LIVE_DIR, MODELS_DIR, SHARDS_DIR, count_videos
-from pipeline.dataset import clip_dataset
+from pipeline.dataset import clip_dataset, plain
 from pipeline.model import (
     build_fused,
     build_stream,
@@ -257,6 +257,7 @@ def _standard_logs(logs: dict) -> dict:
 def _datasets(params: Params, mode: str, batch: int, shards_dir: str, targets: list[str]) -> tuple:
     """(train dataset for an epoch, validation dataset, its steps), targets for every output."""
 
+    @plain
     def with_targets(x: object, y: tf.Tensor, *rest: object) -> tuple:
         return x, {name: y for name in targets}
 
@@ -323,7 +324,8 @@ def custom_loop_epochs(
 ) -> None:
     """The same training as :func:`fit_epochs` with ``strategy.run``: for
     MultiWorkerMirroredStrategy, under which Keras 3's ``fit`` does not work. Its steps are
-    ``tf.function`` s (``jit_compile``: XLA), or plain eager calls (``run_eagerly``)."""
+    ``tf.function`` s (``jit_compile``: XLA) traced without AutoGraph, as Keras traces its own
+    (pipeline/dataset.py: plain), or plain eager calls (``run_eagerly``)."""
     optimizer = model.optimizer
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
@@ -357,7 +359,7 @@ def custom_loop_epochs(
         return strategy.reduce(sum_, loss, axis=None), strategy.reduce(sum_, correct, axis=None)
 
     if not run_eagerly:
-        train_step = tf.function(train_step, jit_compile=jit_compile)
+        train_step = tf.function(train_step, jit_compile=jit_compile, autograph=False)
 
     def eval_step(x: object, y: dict) -> tuple:
         labels = next(iter(y.values()))
@@ -366,7 +368,7 @@ def custom_loop_epochs(
         return loss, count_correct(out, labels), tf.cast(tf.shape(labels)[0], tf.float32)
 
     if not run_eagerly:
-        eval_step = tf.function(eval_step)
+        eval_step = tf.function(eval_step, autograph=False)
 
     for epoch in range(start, epochs):
         iterator = iter(strategy.experimental_distribute_dataset(train_ds(epoch).repeat()))

@@ -510,7 +510,10 @@ def _compiled(t: TVL1Params) -> object:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        traced, seen = tf.function(fn, jit_compile=True, reduce_retracing=False), set()
+        # autograph=False: the loops are the backend's own (ops.while_loop), the Python ones
+        # run over static sizes; AutoGraph would rewrite the same graph in 1 to 2 s more
+        traced = tf.function(fn, jit_compile=True, reduce_retracing=False, autograph=False)
+        seen = set()
 
         def run_tf(i0: object, i1: object, sizes: object, mats: tuple, eps2: object) -> object:
             key = tuple(i0.shape)
