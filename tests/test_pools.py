@@ -74,3 +74,33 @@ def test_at_most_a_few_tasks_a_worker_are_queued(monkeypatch):
     rest = list(results)
     assert sorted(i for i, _ in [first, *rest]) == list(range(40)) and len(scheduled) == 40
     assert all(len(blob.data) == i for i, blob in [first, *rest])
+
+
+EXITING = """
+import atexit, os, signal, sys
+from pebble.common import process_exit
+from pipeline import pools
+atexit.register(os.kill, os.getpid(), signal.SIGTERM)  # runs after the worker's own handlers
+pools._start_worker(lambda: print("initializer ran", flush=True))
+signal.signal(signal.SIGTERM, process_exit)  # what pebble's worker installs next
+"""
+
+
+def test_a_worker_that_is_exiting_ignores_the_pools_sigterm():
+    """pebble stops a pool by closing the workers' pipe, then sending each a SIGTERM: one that
+    found a worker already exiting printed "Signal 15 ignored due to race condition" and a
+    traceback into the stage's output. A worker started by spawn_pool ignores SIGTERM once it
+    exits (without: pebble's handler ends it with exit code 15), and still runs the pool's own
+    initializer."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    run = subprocess.run(
+        [sys.executable, "-c", EXITING], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, (run.returncode, run.stderr)
+    assert run.stdout == "initializer ran\n" and "Traceback" not in run.stderr, run.stderr
+    with pools.spawn_pool(1) as pool:  # the pool starts its workers through it
+        assert pool.schedule(make_blob, (3,)).result(timeout=60).data == bytes(3)
