@@ -129,9 +129,6 @@ def tiny_repro(tmp_path_factory) -> tuple[Path, str]:
 
     from tests.test_dvc_pipeline import _run, _scratch_project, tiny_params
 
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: its own folder
-        project = _scratch_project(tmp_path_factory.mktemp("repro"), tiny_params)
-        return project, _run(project, "dvc", "repro")
     shared = run_folder(tmp_path_factory)
     project, printed = shared / "tiny_repro", shared / "tiny_repro.out"
     with FileLock(str(shared / "tiny_repro.lock")):
