@@ -8,19 +8,18 @@ import os
 import subprocess
 import sys
 
-from .conftest import ROOT, run_folder
-from .test_tvl1 import OPENCV_FLOWS
+from .conftest import ROOT
+from .test_tvl1 import OPENCV_FLOWS, flows_folder
 
 FILES = ("tests/test_layers.py", "tests/test_tvl1.py")
 
 
 def test_layers_and_the_keras_tvl1_pass_under_jax(tmp_path_factory):
-    flows = run_folder(tmp_path_factory) / "opencv_flows"
-    flows.mkdir(exist_ok=True)
+    flows = str(flows_folder(tmp_path_factory))
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--durations=5", *FILES],
         cwd=ROOT,
-        env={**os.environ, "KERAS_BACKEND": "jax", OPENCV_FLOWS: str(flows)},
+        env={**os.environ, "KERAS_BACKEND": "jax", OPENCV_FLOWS: flows},
         capture_output=True,
         text=True,
         timeout=900,

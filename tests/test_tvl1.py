@@ -87,7 +87,12 @@ def _opencv(i0: np.ndarray, i1: np.ndarray, t) -> np.ndarray:
 
 OPENCV_FLOWS = "TEST_OPENCV_FLOWS"
 """The environment variable that names the folder of :func:`opencv`'s flows: the JAX run
-(tests/test_on_jax.py) is given the folder of the run that started it."""
+(tests/test_on_jax.py) is given the folder of the run that started it (:func:`flows_folder`)."""
+
+
+def flows_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of :func:`opencv`'s flows in this pytest run."""
+    return run_folder(tmp_path_factory) / "opencv_flows"
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +103,7 @@ def opencv(tmp_path_factory) -> Callable[[np.ndarray, np.ndarray, object], np.nd
     A file lock per flow: the two runs may ask for one at the same time."""
     from filelock import FileLock
 
-    folder = Path(os.environ.get(OPENCV_FLOWS) or run_folder(tmp_path_factory) / "opencv_flows")
+    folder = Path(os.environ.get(OPENCV_FLOWS) or flows_folder(tmp_path_factory))
     folder.mkdir(exist_ok=True)
 
     def flow(i0: np.ndarray, i1: np.ndarray, t) -> np.ndarray:
