@@ -713,7 +713,7 @@ def read_records(path: str | Path | Sequence[str | Path]) -> Iterator[bytes]:
     paths = [str(path)] if isinstance(path, (str, Path)) else [str(p) for p in path]
     for one in paths:
         records = _records_in(one)
-        while True:
+        while True:  # not `yield from`: an error its consumer throws in is not the file's
             try:
                 record = next(records)
             except StopIteration:

@@ -43,10 +43,10 @@ from pipeline.contracts import SHARDS_DIR, parse_record, shard_files
 from pipeline.params import Params
 
 MODES = ("rgb", "flow", "both")
+AUTOTUNE = tf.data.AUTOTUNE
 
 plain = tf.autograph.experimental.do_not_convert
 """A function to trace as written, without AutoGraph's rewriting (the module docstring)."""
-AUTOTUNE = tf.data.AUTOTUNE
 
 
 def clip_indices(

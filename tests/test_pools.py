@@ -2,9 +2,13 @@
 stage's records pass through it, one video each, for the whole dataset."""
 
 import gc
+import subprocess
+import sys
 import weakref
 
 from pipeline import pools
+
+from .conftest import ROOT
 
 
 class Blob:
@@ -92,11 +96,6 @@ def test_a_worker_that_is_exiting_ignores_the_pools_sigterm():
     traceback into the stage's output. A worker started by spawn_pool ignores SIGTERM once it
     exits (without: pebble's handler ends it with exit code 15), and still runs the pool's own
     initializer."""
-    import subprocess
-    import sys
-
-    from .conftest import ROOT
-
     run = subprocess.run(
         [sys.executable, "-c", EXITING], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
